@@ -1,0 +1,235 @@
+//! The demo application: the routes every tickhttp process serves out of the box, written as
+//! an ordinary event-driven app over the poll API.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use tickhttp::{Body, Request, Server};
+
+const INDEX: &str = include_str!("index.html");
+
+/// Longest `/sleep` the demo accepts, so one request cannot pin a connection for long.
+const MAX_SLEEP_MS: u64 = 60_000;
+
+/// Runs the demo app on `server` until the server stops (after a graceful shutdown).
+pub fn run(server: &mut Server) -> Result<(), tickhttp::Error> {
+    while server.is_running() {
+        server.wait(None)?;
+        while let Some(req) = server.get_request() {
+            handle(server, req)?;
+        }
+    }
+    Ok(())
+}
+
+fn text(status: StatusCode, body: impl Into<Body>, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Answers one request (possibly later, from a background task).
+pub fn handle(server: &mut Server, req: Request) -> Result<(), tickhttp::Error> {
+    let id = req.id();
+    let method = req.method().clone();
+    let resp = match (&method, req.path()) {
+        (&Method::GET | &Method::HEAD, "/") => {
+            text(StatusCode::OK, INDEX, "text/html; charset=utf-8")
+        }
+        (&Method::GET | &Method::HEAD, "/plaintext") => {
+            text(StatusCode::OK, "Hello, World!", "text/plain")
+        }
+        (&Method::GET | &Method::HEAD, "/json") => text(
+            StatusCode::OK,
+            r#"{"message":"Hello, World!"}"#,
+            "application/json",
+        ),
+        (&Method::GET | &Method::HEAD, "/health") => {
+            text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8")
+        }
+        (&Method::GET | &Method::HEAD, "/whoami") => {
+            let body = format!(
+                r#"{{"worker_id":{},"pid":{}}}"#,
+                server.worker_id().unwrap_or(0),
+                std::process::id()
+            );
+            text(StatusCode::OK, body, "application/json")
+        }
+        (&Method::GET | &Method::HEAD, "/metrics") => text(
+            StatusCode::OK,
+            metrics_text(server),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::POST | &Method::PUT, "/echo") => {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let mut resp = match req.body().to_vec() {
+                Ok(bytes) => Response::new(Body::from(bytes)),
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read body\n",
+                    "text/plain",
+                ),
+            };
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+            resp
+        }
+        (&Method::GET, "/sleep") => return sleep(server, &req),
+        (&Method::GET, "/events") => return events(server, &req),
+        (
+            _,
+            "/" | "/plaintext" | "/json" | "/health" | "/whoami" | "/metrics" | "/echo" | "/sleep"
+            | "/events",
+        ) => {
+            let mut resp = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                "text/plain",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            resp
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found\n",
+            "text/plain; charset=utf-8",
+        ),
+    };
+    server.respond(id, resp)
+}
+
+/// `/sleep?ms=N`: answered by a timer task, so the loop keeps serving other requests.
+fn sleep(server: &mut Server, req: &Request) -> Result<(), tickhttp::Error> {
+    let ms = match req.query_param("ms").map(|v| v.parse::<u64>()) {
+        None => 100,
+        Some(Ok(ms)) if ms <= MAX_SLEEP_MS => ms,
+        Some(_) => {
+            let body = format!("ms must be an integer from 0 to {MAX_SLEEP_MS}\n");
+            return server.respond(req.id(), text(StatusCode::BAD_REQUEST, body, "text/plain"));
+        }
+    };
+    let id = req.id();
+    let responder = server.responder();
+    let timer = server.sleep(Duration::from_millis(ms));
+    let worker = server.worker_id().unwrap_or(0);
+    server.spawn(async move {
+        timer.await;
+        let body = format!(r#"{{"slept_ms":{ms},"worker_id":{worker}}}"#);
+        responder.respond(id, text(StatusCode::OK, body, "application/json"));
+    });
+    Ok(())
+}
+
+/// `/events?count=N&interval_ms=M`: a server-sent-events stream fed by a background task.
+fn events(server: &mut Server, req: &Request) -> Result<(), tickhttp::Error> {
+    let count: u64 = req
+        .query_param("count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .min(10_000);
+    let interval: u64 = req
+        .query_param("interval_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+        .clamp(1, 60_000);
+    let (tx, body) = Body::channel();
+    let mut resp = text(StatusCode::OK, body, "text/event-stream");
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    server.respond(req.id(), resp)?;
+    let timer = server.timer();
+    let worker = server.worker_id().unwrap_or(0);
+    server.spawn(async move {
+        for n in 1..=count {
+            let event =
+                format!("id: {n}\nevent: tick\ndata: {{\"n\":{n},\"worker_id\":{worker}}}\n\n");
+            if tx.send(event).is_err() {
+                return; // the client left
+            }
+            if n < count {
+                timer.sleep(Duration::from_millis(interval)).await;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn metrics_text(server: &Server) -> String {
+    let m = server.metrics();
+    let worker = server.worker_id().unwrap_or(0);
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP tickhttp_{name} {help}\n# TYPE tickhttp_{name} {kind}\ntickhttp_{name}{{worker=\"{worker}\"}} {value}\n"
+        ));
+    };
+    line(
+        "requests_total",
+        "counter",
+        "Requests received.",
+        m.total_requests as f64,
+    );
+    line(
+        "requests_successful_total",
+        "counter",
+        "Responses below 400.",
+        m.successful_requests as f64,
+    );
+    line(
+        "requests_failed_total",
+        "counter",
+        "Responses of 400 and above.",
+        m.failed_requests as f64,
+    );
+    line(
+        "connections_active",
+        "gauge",
+        "Open connections.",
+        m.active_connections as f64,
+    );
+    line(
+        "connections_total",
+        "counter",
+        "Connections opened.",
+        m.total_connections as f64,
+    );
+    line(
+        "connections_closed_total",
+        "counter",
+        "Connections closed.",
+        m.closed_connections as f64,
+    );
+    line(
+        "connections_timed_out_total",
+        "counter",
+        "Connections closed by a timeout.",
+        m.timed_out_connections as f64,
+    );
+    line(
+        "request_duration_avg_ms",
+        "gauge",
+        "Mean request-to-response time.",
+        m.avg_request_duration_ms,
+    );
+    line(
+        "request_duration_max_ms",
+        "gauge",
+        "Longest request-to-response time.",
+        m.max_request_duration_ms,
+    );
+    line(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        m.uptime.as_secs_f64(),
+    );
+    out
+}

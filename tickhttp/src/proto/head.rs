@@ -1,0 +1,522 @@
+//! Request head parsing and message framing (RFC 9112 sections 2-7).
+
+use std::mem::MaybeUninit;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
+
+use crate::error::RequestError;
+
+/// The most header lines any configuration may allow; the parser's slot array is this long.
+pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Size limits applied while parsing a request head and deciding its framing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head (request line, headers and the blank line), in bytes. Over it: 431.
+    pub max_head_size: usize,
+    /// Most header lines. Over it: 431.
+    pub max_headers: usize,
+    /// Longest request target. Over it: 414.
+    pub max_uri_len: usize,
+    /// Largest request body. A Content-Length over it: 413 before any body byte is read.
+    pub max_body_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = crate::config::ServerConfig::default();
+        d.limits()
+    }
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// A chunked body follows the head.
+    Chunked,
+}
+
+/// A parsed and validated request head.
+#[derive(Debug)]
+pub struct Head {
+    /// The request method.
+    pub method: Method,
+    /// The request target, as sent (origin, absolute or asterisk form).
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields.
+    pub headers: HeaderMap,
+    /// Where the body ends.
+    pub framing: Framing,
+    /// Whether the client asked to keep the connection open after this request.
+    pub keep_alive: bool,
+    /// Whether the client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Whether the client asked to switch protocols (`Connection: upgrade` plus `Upgrade`).
+    pub upgrade: bool,
+    /// Length of the head in bytes, blank line included.
+    pub head_len: usize,
+}
+
+/// Finds whether `buf` may hold a complete head, looking only at bytes from `from` on (minus
+/// the three bytes before it, which can start a blank line). Saves re-parsing a slow client's
+/// head on every byte.
+pub fn may_be_complete(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    for i in memchr::memchr_iter(b'\n', &buf[start..]) {
+        let i = start + i;
+        if (i >= 1 && buf[i - 1] == b'\n') || (i >= 2 && &buf[i - 2..i] == b"\n\r") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Parses one request head at the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete and within limits, `Ok(Some(head))` once it
+/// is complete and valid, and an error (carrying its status code) for anything malformed,
+/// ambiguous or over a limit. The result does not depend on how the bytes were split across
+/// reads.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError> {
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let n = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(buf, &mut slots[..n]);
+    let head_len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limits.max_head_size {
+                Err(oversize_head(buf, limits))
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Token) if looks_like_long_target(buf, limits) => {
+            return Err(RequestError::UriTooLong)
+        }
+        Err(e) => return Err(RequestError::Malformed(httparse_reason(e))),
+    };
+    let target = req.path.unwrap_or("");
+    if target.len() > limits.max_uri_len {
+        return Err(RequestError::UriTooLong);
+    }
+    if head_len > limits.max_head_size {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| RequestError::Malformed("invalid method"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(RequestError::UnsupportedVersion),
+    };
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut host: Option<&[u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut upgrade_token = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| RequestError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| RequestError::Malformed("invalid header value"))?;
+        if name == header::HOST {
+            if host.replace(h.value).is_some() {
+                return Err(RequestError::Malformed("more than one Host header"));
+            }
+        } else if name == header::CONTENT_LENGTH {
+            if content_length.is_some() {
+                return Err(RequestError::Malformed("more than one Content-Length"));
+            }
+            content_length = Some(parse_content_length(h.value)?);
+        } else if name == header::TRANSFER_ENCODING {
+            if transfer_encoding.replace(h.value).is_some() {
+                return Err(RequestError::Malformed(
+                    "more than one Transfer-Encoding header",
+                ));
+            }
+        } else if name == header::CONNECTION {
+            for token in list_tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                }
+            }
+        } else if name == header::EXPECT {
+            if h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = version == Version::HTTP_11;
+            } else {
+                return Err(RequestError::ExpectationFailed);
+            }
+        }
+        headers.append(name, value);
+    }
+
+    let uri = parse_target(&method, target, host)?;
+    if version == Version::HTTP_11 && host.is_none() {
+        return Err(RequestError::Malformed("HTTP/1.1 request without Host"));
+    }
+    if let Some(h) = host {
+        if !h.is_empty() && http::uri::Authority::try_from(h).is_err() {
+            return Err(RequestError::Malformed("invalid Host header"));
+        }
+    }
+
+    let framing = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => {
+            return Err(RequestError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (Some(te), None) => {
+            if version == Version::HTTP_10 {
+                return Err(RequestError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
+            }
+            check_transfer_coding(te)?;
+            Framing::Chunked
+        }
+        (None, Some(0)) | (None, None) => Framing::None,
+        (None, Some(n)) => {
+            if n > limits.max_body_size {
+                return Err(RequestError::BodyTooLarge);
+            }
+            Framing::Length(n)
+        }
+    };
+
+    let keep_alive = match version {
+        Version::HTTP_11 => !close,
+        _ => keep_alive_token && !close,
+    };
+    let upgrade = upgrade_token && headers.contains_key(header::UPGRADE);
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+        head_len,
+    }))
+}
+
+/// Decides between 414 and 431 for a head that outgrew its limit before completing.
+fn oversize_head(buf: &[u8], limits: &Limits) -> RequestError {
+    match memchr::memchr(b'\n', buf) {
+        None => RequestError::UriTooLong,
+        Some(line_end) if line_end > limits.max_uri_len => RequestError::UriTooLong,
+        Some(_) => RequestError::HeadTooLarge,
+    }
+}
+
+fn looks_like_long_target(buf: &[u8], limits: &Limits) -> bool {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    line_end > limits.max_uri_len
+}
+
+/// `HTTP/x.y` with other digits is an unsupported version (505); anything else is garbage (400).
+fn version_error(buf: &[u8]) -> RequestError {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            RequestError::UnsupportedVersion
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            RequestError::UnsupportedVersion
+        }
+        _ => RequestError::Malformed("invalid HTTP version"),
+    }
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Token => "invalid request line",
+        _ => "malformed request head",
+    }
+}
+
+/// Content-Length must be plain digits: no sign, no spaces, no list, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, RequestError> {
+    const BAD: RequestError = RequestError::Malformed("invalid Content-Length");
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(BAD);
+    }
+    value.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(d - b'0')))
+            .ok_or(BAD)
+    })
+}
+
+/// Accepts exactly one `chunked` coding, last. Other known codings are not implemented (501);
+/// unknown ones are 501 too; a list whose last coding is not chunked, or an empty element, is 400.
+fn check_transfer_coding(value: &[u8]) -> Result<(), RequestError> {
+    let mut codings = Vec::new();
+    for element in value.split(|&b| b == b',') {
+        let element = trim_ows(element);
+        if element.is_empty() {
+            return Err(RequestError::Malformed("empty Transfer-Encoding element"));
+        }
+        // Parameters (`;q=...`) are not defined for any coding we accept.
+        if !element.iter().all(|&b| is_tchar(b)) {
+            return Err(RequestError::Malformed("invalid Transfer-Encoding"));
+        }
+        codings.push(element);
+    }
+    for coding in &codings {
+        let known = [
+            &b"chunked"[..],
+            b"gzip",
+            b"x-gzip",
+            b"deflate",
+            b"compress",
+            b"x-compress",
+        ]
+        .iter()
+        .any(|k| coding.eq_ignore_ascii_case(k));
+        if !known {
+            return Err(RequestError::UnsupportedTransferCoding);
+        }
+    }
+    let last_is_chunked = codings
+        .last()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+    if !last_is_chunked {
+        return Err(RequestError::Malformed(
+            "Transfer-Encoding does not end with chunked",
+        ));
+    }
+    if codings.len() > 1 {
+        let chunked_twice = codings[..codings.len() - 1]
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(b"chunked"));
+        return Err(if chunked_twice {
+            RequestError::Malformed("chunked applied more than once")
+        } else {
+            RequestError::UnsupportedTransferCoding
+        });
+    }
+    Ok(())
+}
+
+/// Origin form (`/path?q`), absolute form (`http://host/path`) and asterisk form (`*`, OPTIONS
+/// only). Authority form is CONNECT's, which this server does not tunnel (501).
+fn parse_target(method: &Method, target: &str, host: Option<&[u8]>) -> Result<Uri, RequestError> {
+    const BAD: RequestError = RequestError::Malformed("invalid request target");
+    if target.starts_with('/') {
+        return Uri::try_from(target).map_err(|_| BAD);
+    }
+    if target == "*" {
+        return if method == Method::OPTIONS {
+            Uri::try_from(target).map_err(|_| BAD)
+        } else {
+            Err(RequestError::Malformed("asterisk target outside OPTIONS"))
+        };
+    }
+    if method == Method::CONNECT {
+        return Err(RequestError::NotImplemented);
+    }
+    let uri = Uri::try_from(target).map_err(|_| BAD)?;
+    let scheme_ok = matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    let authority = uri.authority().ok_or(BAD)?;
+    if !scheme_ok {
+        return Err(BAD);
+    }
+    // RFC 9112 3.2.2 lets the target's authority override Host; a front proxy may have routed
+    // on Host instead, so a disagreement is refused rather than silently resolved.
+    if let Some(h) = host {
+        if !authority.as_str().as_bytes().eq_ignore_ascii_case(h) {
+            return Err(RequestError::Malformed(
+                "absolute-form target disagrees with Host",
+            ));
+        }
+    }
+    Ok(uri)
+}
+
+/// Elements of a comma-separated header list, trimmed of optional whitespace.
+pub fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Option<Head>, RequestError> {
+        parse_head(s.as_bytes(), &Limits::default())
+    }
+
+    fn status(s: &str) -> u16 {
+        match parse(s) {
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+            Err(e) => e.status().as_u16(),
+        }
+    }
+
+    #[test]
+    fn simple_get_keeps_alive() {
+        let h = parse("GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn http10_closes_unless_asked() {
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        let h = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ChUnKeD\r\n\r\n"),
+            200
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n"),
+            413
+        );
+    }
+
+    #[test]
+    fn syntax_rules() {
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
+        assert_eq!(status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET http://a/x HTTP/1.1\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"), 501);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n"),
+            417
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: \0\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(&long), 414);
+        let partial_long = format!("GET /{}", "a".repeat(20000));
+        assert_eq!(status(&partial_long), 414);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(20000)
+        );
+        assert_eq!(status(&big), 431);
+        let many: String = (0..200).map(|i| format!("X{i}: a\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
+    }
+
+    #[test]
+    fn completeness_hint() {
+        assert!(!may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        assert!(may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 20));
+        assert!(may_be_complete(b"GET / HTTP/1.1\nHost: a\n\n", 23));
+    }
+}

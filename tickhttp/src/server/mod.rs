@@ -1,0 +1,1525 @@
+//! The poll-driven [`Server`].
+
+mod conn;
+mod metrics;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::Version;
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::body::{Body, RequestBody};
+use crate::config::{defaults, ServerConfig};
+use crate::error::{Error, RequestError};
+use crate::proto::head::may_be_complete;
+use crate::proto::response::{self, HeadParams, ResponseFraming};
+use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
+use crate::request::{ConnectionMeta, Request, RequestId};
+use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
+
+use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Phase, Slot};
+pub use metrics::Metrics;
+use metrics::MetricsState;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const LISTENER_BASE: usize = usize::MAX / 2;
+const SOURCE_BASE: usize = usize::MAX / 4;
+/// Responses encoded ahead into one buffer before writing (pipelining batch).
+const OUT_BATCH: usize = 256 * 1024;
+/// Bytes pulled from one readiness event before other connections get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// How long accepting pauses after the process ran out of file descriptors.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether the server owns its listener or receives connections from a worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerMode {
+    /// Binds and accepts itself.
+    Standalone,
+    /// Runs inside a pool worker: connections arrive via
+    /// [`Server::add_external_connection`] or a listener added with [`Server::add_listener`].
+    WorkerPool,
+}
+
+/// How a graceful shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownOutcome {
+    /// Every request was answered and every connection closed before the deadline.
+    Drained,
+    /// The deadline passed; remaining connections were closed.
+    ForceClosed,
+}
+
+/// An extra file descriptor watched by the server's poll, for code that feeds the server
+/// from outside: the worker pool's fd channel, a signal pipe, an app's own socket.
+///
+/// Readiness is edge-triggered: `on_ready` must consume until the fd would block.
+pub trait EventSource {
+    /// The descriptor to watch for readability.
+    fn raw_fd(&self) -> RawFd;
+    /// Called when the descriptor is readable (or hung up).
+    fn on_ready(&mut self, server: &mut Server);
+}
+
+/// Identifies an [`EventSource`] registered with [`Server::add_event_source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceId(usize);
+
+struct Draining {
+    deadline: Instant,
+}
+
+/// A non-blocking HTTP/1.1 server polled from the application's own loop.
+///
+/// # The loop
+///
+/// ```no_run
+/// use tickhttp::{Server, ServerConfig};
+///
+/// let mut server = Server::new(ServerConfig::default())?;
+/// server.start()?;
+/// loop {
+///     server.wait(None)?; // blocks in epoll until a request, task or timer is ready
+///     while let Some(req) = server.get_request() {
+///         let resp = http::Response::new(format!("you asked for {}", req.path()).into());
+///         server.respond(req.id(), resp)?;
+///     }
+/// }
+/// # Ok::<(), tickhttp::Error>(())
+/// ```
+///
+/// # Contract
+///
+/// - **Ordering.** Responses may be given in any order and in any later tick; on one
+///   connection, pipelined responses still leave in request order (a response waits for the
+///   ones before it).
+/// - **Batching.** Responses are written when the loop next turns (`wait`, or `has_request`
+///   with an empty queue), so answering a pipelined batch costs one `write`.
+/// - **Unanswered requests.** If the client goes away, `respond` for its requests succeeds and
+///   does nothing. At a forced shutdown, unanswered requests are dropped with their connection.
+/// - **Fork.** A `Server` holds an epoll fd and sockets; create it after `fork()`, in the
+///   process that runs it.
+pub struct Server {
+    config: ServerConfig,
+    limits: crate::proto::Limits,
+    poll: Poll,
+    events: Events,
+    hub: Arc<Hub>,
+    listeners: Vec<Option<TcpListener>>,
+    conns: Slab<Conn>,
+    ready: VecDeque<Request>,
+    outstanding: usize,
+    dirty: Vec<usize>,
+    again: Vec<usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    tasks: Tasks,
+    sources: Slab<Option<Box<dyn EventSource>>>,
+    date: DateCache,
+    metrics: MetricsState,
+    mode: ServerMode,
+    worker_id: Option<u32>,
+    running: bool,
+    draining: Option<Draining>,
+    shutdown_outcome: Option<ShutdownOutcome>,
+    next_gen: u64,
+    now: Instant,
+    accept_again: bool,
+    accept_paused_until: Option<Instant>,
+    emfile_logged: bool,
+    server_name: Option<Bytes>,
+}
+
+impl Server {
+    /// Creates a server (validating the configuration); it does not bind until [`start`].
+    ///
+    /// [`start`]: Server::start
+    pub fn new(config: ServerConfig) -> Result<Server, Error> {
+        config.validate()?;
+        let poll = Poll::new().map_err(|e| Error::io("creating the epoll instance", e))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)
+            .map_err(|e| Error::io("creating the loop waker", e))?;
+        let now = Instant::now();
+        Ok(Server {
+            limits: config.limits(),
+            server_name: config.server_name.clone().map(Bytes::from),
+            config,
+            poll,
+            events: Events::with_capacity(1024),
+            hub: Arc::new(Hub::new(waker)),
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            ready: VecDeque::new(),
+            outstanding: 0,
+            dirty: Vec::new(),
+            again: Vec::new(),
+            timers: BinaryHeap::new(),
+            tasks: Tasks::default(),
+            sources: Slab::new(),
+            date: DateCache::default(),
+            metrics: MetricsState::new(now),
+            mode: ServerMode::Standalone,
+            worker_id: None,
+            running: false,
+            draining: None,
+            shutdown_outcome: None,
+            next_gen: 1,
+            now,
+            accept_again: false,
+            accept_paused_until: None,
+            emfile_logged: false,
+        })
+    }
+
+    /// Creates and starts a standalone server on `config.listen`.
+    pub fn bind(config: ServerConfig) -> Result<Server, Error> {
+        let mut server = Server::new(config)?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    // ----- lifecycle -------------------------------------------------------------------------
+
+    /// Binds and listens (standalone mode). In worker-pool mode there is nothing to bind and
+    /// this only marks the server running. Starting a running server is a no-op.
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.running {
+            return Ok(());
+        }
+        self.shutdown_outcome = None;
+        self.draining = None;
+        if self.mode == ServerMode::Standalone && self.listeners.iter().all(Option::is_none) {
+            let listener = bind_listener(&self.config)?;
+            self.register_listener(listener)?;
+        }
+        self.running = true;
+        self.metrics.started(Instant::now());
+        Ok(())
+    }
+
+    /// Closes every connection and the listeners at once; unanswered requests are dropped.
+    pub fn stop(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_conn(key);
+        }
+        self.drop_listeners();
+        self.running = false;
+        self.draining = None;
+    }
+
+    /// Stops and clears all queued state (ready requests, timers); mode, worker id and
+    /// background tasks are kept.
+    pub fn reset(&mut self) {
+        self.stop();
+        self.ready.clear();
+        self.outstanding = 0;
+        self.dirty.clear();
+        self.again.clear();
+        self.timers.clear();
+        self.shutdown_outcome = None;
+    }
+
+    /// `stop`, `reset`, then `start`; reports a failed rebind.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.reset();
+        self.start()
+    }
+
+    /// Begins a graceful shutdown and returns at once: listeners close, idle keep-alive
+    /// connections close, requests in flight keep being served (each response then carries
+    /// `Connection: close`), and at `deadline` whatever remains is closed. Keep polling; the
+    /// server stops running when it is done, and [`shutdown_outcome`] says how it ended.
+    ///
+    /// [`shutdown_outcome`]: Server::shutdown_outcome
+    pub fn shutdown(&mut self, deadline: Duration) {
+        if !self.running || self.draining.is_some() {
+            return;
+        }
+        self.now = Instant::now();
+        self.draining = Some(Draining {
+            deadline: self.now + deadline,
+        });
+        self.drop_listeners();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            // Read what already arrived, so a request racing the shutdown is served, not reset.
+            self.on_readable(key);
+            self.after_io(key);
+        }
+        self.check_drained();
+    }
+
+    /// Whether a graceful shutdown is in progress.
+    pub fn is_shutting_down(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    /// Whether the server is running (started, and not yet stopped or fully shut down).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// How the last graceful shutdown ended, once it has.
+    pub fn shutdown_outcome(&self) -> Option<ShutdownOutcome> {
+        self.shutdown_outcome
+    }
+
+    // ----- the poll API ----------------------------------------------------------------------
+
+    /// Does all pending I/O without blocking, resumes ready background tasks, and returns
+    /// whether a complete request is queued. When requests are already queued it returns `true`
+    /// at once: I/O resumes when the queue is drained.
+    pub fn has_request(&mut self) -> bool {
+        if !self.ready.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.turn(Some(Duration::ZERO)) {
+            tracing::error!(error = %e, "poll failed");
+        }
+        !self.ready.is_empty()
+    }
+
+    /// Takes the oldest complete request.
+    pub fn get_request(&mut self) -> Option<Request> {
+        let req = self.ready.pop_front()?;
+        if let Some(slot) = self.slot_mut(req.id) {
+            slot.handed_out = true;
+            self.outstanding += 1;
+        }
+        Some(req)
+    }
+
+    /// Blocks in epoll until a request is ready, a task or timer fires, or `timeout` passes
+    /// (`None`: no limit). Flushes pending responses first. Returns whether a request is ready.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        if !self.ready.is_empty() {
+            return Ok(true);
+        }
+        self.turn(timeout)?;
+        Ok(!self.ready.is_empty())
+    }
+
+    /// Answers request `id`. Any order and any later tick is fine; per connection, responses
+    /// are written in request order. If the client is gone the response is discarded (`Ok`).
+    ///
+    /// The server sets `Content-Length` or `Transfer-Encoding`, `Connection`, `Date` and
+    /// `Server`; a `Connection: close` from the app closes the connection after the response.
+    pub fn respond(&mut self, id: RequestId, response: http::Response<Body>) -> Result<(), Error> {
+        let key = id.conn as usize;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        if conn.gen != id.gen {
+            return Ok(());
+        }
+        let Some(idx) = id.seq.checked_sub(conn.front_seq) else {
+            return Err(Error::NotAwaitingResponse(id));
+        };
+        let Some(slot) = conn.slots.get_mut(idx as usize) else {
+            // Slots after a closing response are discarded with their connection's reading.
+            return if id.seq < conn.next_seq {
+                Ok(())
+            } else {
+                Err(Error::NotAwaitingResponse(id))
+            };
+        };
+        if slot.response.is_some() {
+            return Err(Error::NotAwaitingResponse(id));
+        }
+        if slot.handed_out {
+            self.outstanding = self.outstanding.saturating_sub(1);
+        }
+        self.metrics
+            .record_response(response.status(), slot.received.elapsed());
+        slot.response = Some(response);
+        if idx == 0 && !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+        Ok(())
+    }
+
+    /// Whether a request handed out by `get_request` is still unanswered.
+    pub fn has_pending_response(&self) -> bool {
+        self.outstanding > 0
+    }
+
+    /// Requests received and not yet taken with `get_request`.
+    pub fn queued_requests(&self) -> usize {
+        self.ready.len()
+    }
+
+    // ----- tasks and timers ------------------------------------------------------------------
+
+    /// Registers a background task, resumed by the loop whenever it is woken; its waker also
+    /// breaks a blocking [`wait`](Server::wait). A panicking task is removed and logged.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + 'static) -> TaskId {
+        self.tasks.spawn(&self.hub, Box::pin(task))
+    }
+
+    /// Cancels a task; returns whether it was still registered.
+    pub fn cancel(&mut self, task: TaskId) -> bool {
+        self.tasks.cancel(task)
+    }
+
+    /// Background tasks still registered.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// A future that completes after `duration`, driven by this server's loop.
+    pub fn sleep(&self, duration: Duration) -> crate::task::Sleep {
+        self.timer().sleep(duration)
+    }
+
+    /// A cloneable, `Send` handle for creating timers.
+    pub fn timer(&self) -> Timer {
+        Timer {
+            hub: Arc::clone(&self.hub),
+        }
+    }
+
+    /// A cloneable, `Send` handle for answering requests from tasks or other threads.
+    pub fn responder(&self) -> Responder {
+        Responder {
+            hub: Arc::clone(&self.hub),
+        }
+    }
+
+    // ----- pool integration ------------------------------------------------------------------
+
+    /// Marks this server as a pool worker with this id (worker-pool mode: it binds nothing).
+    pub fn set_worker_id(&mut self, id: u32) {
+        self.worker_id = Some(id);
+        self.mode = ServerMode::WorkerPool;
+    }
+
+    /// The worker id, in a pool.
+    pub fn worker_id(&self) -> Option<u32> {
+        self.worker_id
+    }
+
+    /// Standalone or worker-pool.
+    pub fn mode(&self) -> ServerMode {
+        self.mode
+    }
+
+    /// Serves a connection accepted elsewhere (the pool's master, or the app). Switches the
+    /// server to worker-pool mode if it has no listener of its own.
+    pub fn add_external_connection(
+        &mut self,
+        stream: std::net::TcpStream,
+        meta: ConnectionMeta,
+    ) -> Result<(), Error> {
+        if self.draining.is_some() {
+            // Refused politely: the worker is going away.
+            let _ = reject_overloaded(stream);
+            return Ok(());
+        }
+        if self.listeners.iter().all(Option::is_none) {
+            self.mode = ServerMode::WorkerPool;
+            self.running = true;
+        }
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("making an external connection non-blocking", e))?;
+        let peer = match meta.peer_addr {
+            Some(p) => p,
+            None => stream
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        self.now = Instant::now();
+        self.add_conn(TcpStream::from_std(stream), peer);
+        Ok(())
+    }
+
+    /// Adds a listening socket (for example a `SO_REUSEPORT` socket bound by a pool worker, or
+    /// one inherited from systemd). It is made non-blocking.
+    pub fn add_listener(&mut self, listener: std::net::TcpListener) -> Result<(), Error> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("making a listener non-blocking", e))?;
+        self.register_listener(TcpListener::from_std(listener))?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Watches another file descriptor in this server's poll (edge-triggered readability).
+    pub fn add_event_source(&mut self, source: Box<dyn EventSource>) -> Result<SourceId, Error> {
+        let fd = source.raw_fd();
+        let key = self.sources.insert(Some(source));
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&fd),
+                Token(SOURCE_BASE + key),
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("registering an event source", e))?;
+        Ok(SourceId(key))
+    }
+
+    /// Stops watching an event source and returns it.
+    pub fn remove_event_source(&mut self, id: SourceId) -> Option<Box<dyn EventSource>> {
+        let source = self.sources.try_remove(id.0)??;
+        let fd = source.raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        Some(source)
+    }
+
+    /// The first listener's local address (useful after binding port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .flatten()
+            .find_map(|l| l.local_addr().ok())
+    }
+
+    /// Counters and derived figures.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.snapshot(self.conns.len(), Instant::now())
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    // ----- the turn --------------------------------------------------------------------------
+
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.flush_dirty();
+        let now = Instant::now();
+        let mut timeout = timeout;
+        let immediate =
+            !self.again.is_empty() || self.accept_again || self.hub.has_work(&self.hub.lock());
+        if immediate {
+            timeout = Some(Duration::ZERO);
+        } else if let Some(next) = self.next_deadline() {
+            let until = next.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(until, |t| t.min(until)));
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, timeout);
+        self.now = Instant::now();
+        self.date.refresh();
+        match polled {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.events = events;
+                return Err(Error::io("epoll_wait", e));
+            }
+        }
+        for event in events.iter() {
+            let token = event.token().0;
+            if token == WAKER.0 {
+                self.hub.clear_signal();
+            } else if token >= LISTENER_BASE {
+                self.accept(token - LISTENER_BASE);
+            } else if token >= SOURCE_BASE {
+                self.run_source(token - SOURCE_BASE);
+            } else {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(token);
+                }
+                if event.is_writable() || event.is_error() {
+                    self.pump(token);
+                }
+                self.after_io(token);
+            }
+        }
+        self.events = events;
+
+        if self.accept_again {
+            self.accept_again = false;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        for key in std::mem::take(&mut self.again) {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.read_paused = false;
+                self.process_input(key);
+                self.on_readable(key);
+                self.after_io(key);
+            }
+        }
+        self.fire_conn_timers();
+        self.hub.fire_timers(self.now);
+        self.drain_hub();
+        self.flush_dirty();
+        self.check_drained();
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let conn = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let timer = self.hub.next_timer();
+        let drain = self.draining.as_ref().map(|d| d.deadline);
+        let accept = self.accept_paused_until;
+        [conn, timer, drain, accept].into_iter().flatten().min()
+    }
+
+    /// Applies everything other threads and tasks handed over, then runs woken tasks (twice at
+    /// most per turn, so a task that always wakes itself cannot starve I/O).
+    fn drain_hub(&mut self) {
+        for _ in 0..2 {
+            let (woken, streams, responses) = {
+                let mut inner = self.hub.lock();
+                (
+                    std::mem::take(&mut inner.woken_tasks),
+                    std::mem::take(&mut inner.streams),
+                    std::mem::take(&mut inner.responses),
+                )
+            };
+            for (id, response) in responses {
+                if let Err(e) = self.respond(id, response) {
+                    tracing::warn!(error = %e, "response from a responder ignored");
+                }
+            }
+            for (key, gen) in streams {
+                if let Some(c) = self.conns.get_mut(key) {
+                    if c.gen == gen && !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+            if woken.is_empty() {
+                break;
+            }
+            self.tasks.run(woken);
+        }
+    }
+
+    fn check_drained(&mut self) {
+        let Some(d) = &self.draining else { return };
+        if self.conns.is_empty() && self.ready.is_empty() {
+            self.draining = None;
+            self.running = false;
+            self.shutdown_outcome = Some(ShutdownOutcome::Drained);
+        } else if self.now >= d.deadline {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.close_conn(key);
+            }
+            self.ready.clear();
+            self.outstanding = 0;
+            self.draining = None;
+            self.running = false;
+            self.shutdown_outcome = Some(ShutdownOutcome::ForceClosed);
+        }
+    }
+
+    fn run_source(&mut self, key: usize) {
+        let Some(slot) = self.sources.get_mut(key) else {
+            return;
+        };
+        let Some(mut source) = slot.take() else {
+            return;
+        };
+        source.on_ready(self);
+        if let Some(slot) = self.sources.get_mut(key) {
+            *slot = Some(source);
+        }
+    }
+
+    // ----- accepting -------------------------------------------------------------------------
+
+    fn register_listener(&mut self, mut listener: TcpListener) -> Result<(), Error> {
+        let idx = self.listeners.len();
+        self.poll
+            .registry()
+            .register(
+                &mut listener,
+                Token(LISTENER_BASE + idx),
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("registering the listener", e))?;
+        self.listeners.push(Some(listener));
+        Ok(())
+    }
+
+    fn drop_listeners(&mut self) {
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        self.listeners.clear();
+        self.accept_again = false;
+    }
+
+    fn accept(&mut self, idx: usize) {
+        if let Some(until) = self.accept_paused_until {
+            if self.now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        for _ in 0..self.config.max_accepts_per_pass {
+            let Some(Some(listener)) = self.listeners.get(idx) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.emfile_logged = false;
+                    if self.conns.len() >= self.config.max_connections {
+                        self.metrics.connection_opened();
+                        self.metrics.connection_closed();
+                        let _ = reject_overloaded_mio(stream);
+                        continue;
+                    }
+                    self.add_conn(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match e.raw_os_error() {
+                    Some(
+                        nix::libc::EMFILE
+                        | nix::libc::ENFILE
+                        | nix::libc::ENOBUFS
+                        | nix::libc::ENOMEM,
+                    ) => {
+                        if !self.emfile_logged {
+                            tracing::error!(error = %e, "cannot accept: out of file descriptors or memory; pausing accepts");
+                            self.emfile_logged = true;
+                        }
+                        self.accept_paused_until = Some(self.now + EMFILE_BACKOFF);
+                        self.accept_again = false;
+                        return;
+                    }
+                    // The client gave up before we accepted (ECONNABORTED, EPERM by a firewall).
+                    _ => continue,
+                },
+            }
+        }
+        // Budget spent with connections possibly still queued (edge-triggered: no new event).
+        self.accept_again = true;
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.config.max_connections {
+            self.metrics.connection_opened();
+            self.metrics.connection_closed();
+            let _ = reject_overloaded_mio(stream);
+            return;
+        }
+        if self.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register a connection");
+            return;
+        }
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        entry.insert(Conn::new(gen, stream, peer, self.now));
+        self.metrics.connection_opened();
+        self.schedule(key);
+    }
+
+    // ----- reading ---------------------------------------------------------------------------
+
+    fn on_readable(&mut self, key: usize) {
+        let max_buffer = self.config.max_head_size.max(64 * 1024);
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if c.peer_eof {
+                return;
+            }
+            if let Closing::Lingering(_) = c.closing {
+                let mut sink = [0u8; 4096];
+                match c.sock.read(&mut sink) {
+                    Ok(0) => {
+                        self.close_conn(key);
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        self.close_conn(key);
+                        return;
+                    }
+                }
+            }
+            let reading_allowed = !matches!(c.phase, Phase::Done)
+                && c.closing == Closing::Open
+                && c.in_flight() < self.config.max_pipelined
+                && c.input.data().len() < max_buffer;
+            if !reading_allowed || budget == 0 {
+                c.read_paused = true;
+                if budget == 0 && !self.again.contains(&key) {
+                    self.again.push(key);
+                }
+                return;
+            }
+            match c.input.read_from(&mut c.sock, max_buffer) {
+                Ok(0) => {
+                    c.peer_eof = true;
+                    self.process_input(key);
+                    self.on_peer_eof(key);
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    c.last_read = self.now;
+                    self.process_input(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_conn(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_peer_eof(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        // A half-closed client still gets the answers to what it sent.
+        let mid_request = !matches!(c.phase, Phase::Head | Phase::Done) || !c.input.is_empty();
+        if mid_request {
+            c.phase = Phase::Done;
+        }
+        if c.slots.is_empty() && !c.has_output() {
+            self.close_conn(key);
+        } else {
+            c.closing = Closing::AfterFlush;
+        }
+    }
+
+    /// Parses every complete request in the input buffer (up to the pipelining limit).
+    fn process_input(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if c.closing != Closing::Open {
+                return;
+            }
+            match &mut c.phase {
+                Phase::Done => return,
+                Phase::Head => {
+                    if c.in_flight() >= self.config.max_pipelined {
+                        c.read_paused = true;
+                        return;
+                    }
+                    let data = c.input.data();
+                    if data.is_empty() {
+                        c.head_started = None;
+                        c.head_scanned = 0;
+                        return;
+                    }
+                    if c.head_started.is_none() {
+                        c.head_started = Some(self.now);
+                    }
+                    if !may_be_complete(data, c.head_scanned) {
+                        c.head_scanned = data.len();
+                        if data.len() > self.limits.max_head_size {
+                            let err = match parse_head(data, &self.limits) {
+                                Err(e) => e,
+                                Ok(_) => RequestError::HeadTooLarge,
+                            };
+                            self.reject(key, err);
+                        }
+                        return;
+                    }
+                    match parse_head(data, &self.limits) {
+                        Ok(None) => {
+                            c.head_scanned = data.len();
+                            return;
+                        }
+                        Err(e) => {
+                            self.reject(key, e);
+                            return;
+                        }
+                        Ok(Some(head)) => {
+                            c.input.consume(head.head_len);
+                            c.head_scanned = 0;
+                            c.head_started = None;
+                            self.start_body(key, head);
+                        }
+                    }
+                }
+                Phase::Body { framing, acc, .. } => {
+                    let data = c.input.data();
+                    if data.is_empty() {
+                        return;
+                    }
+                    let done = match framing {
+                        BodyFraming::Length(remaining) => {
+                            let take = (*remaining).min(data.len() as u64) as usize;
+                            let r = append_body(acc, &data[..take]);
+                            *remaining -= take as u64;
+                            c.input.consume(take);
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "cannot spool a request body");
+                                self.close_conn(key);
+                                return;
+                            }
+                            *remaining == 0
+                        }
+                        BodyFraming::Chunked(decoder) => {
+                            let mut decoded = Vec::new();
+                            let target = match acc {
+                                BodyAcc::Memory(v) => v,
+                                BodyAcc::File { .. } => &mut decoded,
+                            };
+                            match decoder.decode(data, target) {
+                                Ok(used) => {
+                                    c.input.consume(used);
+                                    if !decoded.is_empty() {
+                                        if let Err(e) = append_body(acc, &decoded) {
+                                            tracing::error!(error = %e, "cannot spool a request body");
+                                            self.close_conn(key);
+                                            return;
+                                        }
+                                    }
+                                    decoder.is_done()
+                                }
+                                Err(e) => {
+                                    self.reject(key, e);
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let BodyAcc::Memory(v) = acc {
+                        if v.len() > self.config.body_spool_threshold {
+                            if let Err(e) = spool(acc, self.config.spool_dir.as_deref()) {
+                                tracing::error!(error = %e, "cannot create a temp file for a request body");
+                                self.close_conn(key);
+                                return;
+                            }
+                        }
+                    }
+                    if !done {
+                        return;
+                    }
+                    let Phase::Body { head, acc, .. } =
+                        std::mem::replace(&mut c.phase, Phase::Head)
+                    else {
+                        return;
+                    };
+                    let body = match acc {
+                        BodyAcc::Memory(v) => RequestBody::Bytes(Bytes::from(v)),
+                        BodyAcc::File { file, len } => RequestBody::File { file, len },
+                    };
+                    self.complete(key, *head, body);
+                }
+            }
+        }
+    }
+
+    fn start_body(&mut self, key: usize, head: Head) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if head.expect_continue && head.framing != Framing::None {
+            // Only when nothing is queued ahead of it; otherwise the client's own timer sends
+            // the body anyway (RFC 9110 10.1.1).
+            if c.slots.is_empty() && !c.has_output() {
+                c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+        }
+        match head.framing {
+            Framing::None => self.complete(key, head, RequestBody::Empty),
+            Framing::Length(n) => {
+                let cap = (n as usize)
+                    .min(self.config.body_spool_threshold + 1)
+                    .min(1 << 20);
+                c.phase = Phase::Body {
+                    head: Box::new(head),
+                    framing: BodyFraming::Length(n),
+                    acc: BodyAcc::Memory(Vec::with_capacity(cap)),
+                };
+            }
+            Framing::Chunked => {
+                c.phase = Phase::Body {
+                    head: Box::new(head),
+                    framing: BodyFraming::Chunked(ChunkedDecoder::new(
+                        self.limits.max_body_size,
+                        self.limits.max_head_size,
+                    )),
+                    acc: BodyAcc::Memory(Vec::new()),
+                };
+            }
+        }
+    }
+
+    fn complete(&mut self, key: usize, head: Head, body: RequestBody) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.served += 1;
+        let keep_alive = head.keep_alive
+            && self.config.keep_alive
+            && c.served < self.config.max_requests_per_connection
+            && self.draining.is_none();
+        if !keep_alive {
+            c.phase = Phase::Done;
+        }
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.slots.push_back(Slot {
+            seq,
+            head_request: head.method == http::Method::HEAD,
+            version: head.version,
+            keep_alive,
+            handed_out: false,
+            received: self.now,
+            response: None,
+        });
+        let mut req = http::Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        self.metrics.request_received();
+        self.ready.push_back(Request {
+            id: RequestId {
+                conn: key as u32,
+                gen: c.gen,
+                seq,
+            },
+            peer_addr: c.peer,
+            worker_id: self.worker_id,
+            received_at: self.now,
+            inner: req,
+        });
+    }
+
+    /// Answers a bad request with its status after the responses queued before it, then closes.
+    fn reject(&mut self, key: usize, err: RequestError) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        tracing::debug!(peer = %c.peer, error = %err, "request rejected");
+        c.phase = Phase::Done;
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        let status = err.status();
+        let mut resp = http::Response::new(Body::from(format!("{err}\n")));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        c.slots.push_back(Slot {
+            seq,
+            head_request: false,
+            version: Version::HTTP_11,
+            keep_alive: false,
+            handed_out: false,
+            received: self.now,
+            response: Some(resp),
+        });
+        self.metrics.request_received();
+        self.metrics.record_response(status, Duration::ZERO);
+        if c.slots.len() == 1 && !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    // ----- writing ---------------------------------------------------------------------------
+
+    fn flush_dirty(&mut self) {
+        while let Some(key) = self.dirty.pop() {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dirty = false;
+                self.pump(key);
+                self.after_io(key);
+            }
+        }
+    }
+
+    /// Encodes ready responses in order and writes as much as the socket takes.
+    fn pump(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            // Encode every ready response at the front into one buffer (pipelining batch).
+            while c.active.is_none() && c.out.len() < OUT_BATCH {
+                let ready = c.slots.front().is_some_and(|s| s.response.is_some());
+                if !ready {
+                    break;
+                }
+                let Some(slot) = c.slots.pop_front() else {
+                    break;
+                };
+                c.front_seq = slot.seq + 1;
+                let close = encode_response(
+                    c,
+                    key,
+                    slot,
+                    &self.hub,
+                    self.date.value(),
+                    self.server_name.as_deref(),
+                    self.draining.is_some(),
+                );
+                if close {
+                    // Later pipelined requests will not be answered; their ids go stale.
+                    let dropped = c.slots.iter().filter(|s| s.handed_out).count();
+                    self.outstanding = self.outstanding.saturating_sub(dropped);
+                    c.slots.clear();
+                    c.phase = Phase::Done;
+                    c.closing = Closing::AfterFlush;
+                }
+            }
+            if let Some(Active::Stream { shared, chunked }) = &c.active {
+                let mut st = shared.lock();
+                while let Some(chunk) = st.chunks.pop_front() {
+                    st.buffered -= chunk.len();
+                    if *chunked {
+                        response::encode_chunk(&mut c.out, &chunk);
+                    } else {
+                        c.out.extend_from_slice(&chunk);
+                    }
+                    if c.out.len() >= OUT_BATCH {
+                        break;
+                    }
+                }
+                let finished = st.finished && st.chunks.is_empty();
+                let aborted = st.aborted;
+                drop(st);
+                if aborted {
+                    self.close_conn(key);
+                    return;
+                }
+                if finished {
+                    if *chunked {
+                        c.out.extend_from_slice(response::LAST_CHUNK);
+                    } else {
+                        c.closing = Closing::AfterFlush;
+                    }
+                    c.active = None;
+                }
+            }
+            match c.write_out(self.now) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    self.close_conn(key);
+                    return;
+                }
+            }
+            match &mut c.active {
+                Some(Active::File {
+                    file,
+                    offset,
+                    remaining,
+                }) => match send_file(&c.sock, file, offset, remaining) {
+                    Ok(progress) => {
+                        if progress {
+                            c.last_write = self.now;
+                        }
+                        if *remaining > 0 {
+                            return;
+                        }
+                        c.active = None;
+                    }
+                    Err(_) => {
+                        self.close_conn(key);
+                        return;
+                    }
+                },
+                Some(Active::Stream { .. }) => return, // waiting for the producer
+                None => {
+                    if !c.slots.front().is_some_and(|s| s.response.is_some()) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.after_responses(key);
+    }
+
+    /// After output drained: close, or resume reading if pipelining was paused.
+    fn after_responses(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.has_output() || !c.slots.is_empty() {
+            return;
+        }
+        let draining_idle =
+            self.draining.is_some() && matches!(c.phase, Phase::Head) && c.input.is_empty();
+        if c.closing == Closing::AfterFlush
+            || draining_idle
+            || (matches!(c.phase, Phase::Done) && c.closing == Closing::Open)
+        {
+            self.begin_close(key);
+            return;
+        }
+        c.input.shrink_if_idle();
+        if c.read_paused && !self.again.contains(&key) {
+            self.again.push(key);
+        }
+    }
+
+    /// Shuts the write side and lingers, reading and discarding, so that the client receives
+    /// the last response rather than a reset caused by unread input.
+    fn begin_close(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.peer_eof {
+            self.close_conn(key);
+            return;
+        }
+        let _ = c.sock.shutdown(Shutdown::Write);
+        c.closing = Closing::Lingering(self.now + defaults::LINGER);
+        self.on_readable(key);
+        self.schedule(key);
+    }
+
+    fn close_conn(&mut self, key: usize) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.sock);
+        let dropped = c
+            .slots
+            .iter()
+            .filter(|s| s.handed_out && s.response.is_none())
+            .count();
+        self.outstanding = self.outstanding.saturating_sub(dropped);
+        if let Some(Active::Stream { shared, .. }) = &c.active {
+            let mut st = shared.lock();
+            st.closed = true;
+            st.notify = None;
+        }
+        self.metrics.connection_closed();
+    }
+
+    // ----- timeouts --------------------------------------------------------------------------
+
+    /// Called after any I/O on a connection: resets its deadline.
+    fn after_io(&mut self, key: usize) {
+        if let Some(c) = self.conns.get(key) {
+            if c.is_idle() && self.draining.is_some() && c.closing == Closing::Open {
+                self.begin_close(key);
+                return;
+            }
+        }
+        self.schedule(key);
+    }
+
+    fn deadline(&self, c: &Conn) -> Option<Instant> {
+        let cfg = &self.config;
+        if let Closing::Lingering(at) = c.closing {
+            return Some(at);
+        }
+        if c.out_pos < c.out.len() || matches!(c.active, Some(Active::File { .. })) {
+            return Some(c.last_write + cfg.write_timeout);
+        }
+        match c.phase {
+            Phase::Body { .. } => return Some(c.last_read + cfg.body_timeout),
+            Phase::Head => {
+                if let Some(start) = c.head_started {
+                    return Some(start + cfg.header_timeout);
+                }
+            }
+            Phase::Done => {}
+        }
+        if !c.slots.is_empty() || c.active.is_some() || c.peer_eof {
+            return None; // the application has the next move
+        }
+        Some(c.last_read.max(c.last_write) + cfg.keep_alive_timeout)
+    }
+
+    fn schedule(&mut self, key: usize) {
+        let Some(c) = self.conns.get(key) else { return };
+        let Some(at) = self.deadline(c) else { return };
+        let gen = c.gen;
+        let earlier = c.heap_deadline.is_none_or(|h| at < h);
+        if earlier {
+            self.timers.push(Reverse((at, key, gen)));
+            if let Some(c) = self.conns.get_mut(key) {
+                c.heap_deadline = Some(at);
+            }
+        }
+    }
+
+    fn fire_conn_timers(&mut self) {
+        while let Some(Reverse((at, key, gen))) = self.timers.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.gen != gen || c.heap_deadline != Some(at) {
+                continue;
+            }
+            c.heap_deadline = None;
+            let Some(due) = self.deadline(&self.conns[key]) else {
+                continue;
+            };
+            if due > self.now {
+                self.schedule(key);
+                continue;
+            }
+            self.on_timeout(key);
+        }
+    }
+
+    fn on_timeout(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Closing::Lingering(_) = c.closing {
+            self.close_conn(key);
+            return;
+        }
+        self.metrics.connection_timed_out();
+        let reading = match c.phase {
+            Phase::Body { .. } => true,
+            Phase::Head => c.head_started.is_some(),
+            Phase::Done => false,
+        };
+        if reading && !c.has_output() {
+            // 408, after any responses still owed, then close.
+            self.reject(key, RequestError::Timeout);
+            if let Some(c) = self.conns.get_mut(key) {
+                c.closing = Closing::AfterFlush;
+                // Give the 408 a short write window of its own.
+                c.last_write = self.now;
+            }
+            self.pump(key);
+            self.after_io(key);
+        } else {
+            self.close_conn(key);
+        }
+    }
+
+    fn slot_mut(&mut self, id: RequestId) -> Option<&mut Slot> {
+        let c = self.conns.get_mut(id.conn as usize)?;
+        if c.gen != id.gen {
+            return None;
+        }
+        let idx = id.seq.checked_sub(c.front_seq)?;
+        c.slots.get_mut(idx as usize)
+    }
+}
+
+impl AsRawFd for Server {
+    /// The epoll descriptor: readable when the server has work. Another event loop can watch
+    /// it and call [`Server::has_request`] when it fires.
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Streams still held by the app learn that their connection is gone.
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_conn(key);
+        }
+    }
+}
+
+/// Encodes one response into the connection's output; returns whether the connection must
+/// close after it.
+fn encode_response(
+    c: &mut Conn,
+    key: usize,
+    slot: Slot,
+    hub: &Arc<Hub>,
+    date: &[u8],
+    server_name: Option<&[u8]>,
+    draining: bool,
+) -> bool {
+    let Some(resp) = slot.response else {
+        return false;
+    };
+    let (parts, body) = resp.into_parts();
+    let app_close = parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+        crate::proto::head::list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"))
+    });
+    let no_body = response::status_has_no_body(parts.status);
+    let framing = if no_body {
+        ResponseFraming::NoBody
+    } else {
+        match body.len() {
+            Some(n) => ResponseFraming::Length(n),
+            None if slot.version == Version::HTTP_11 => ResponseFraming::Chunked,
+            None => ResponseFraming::UntilClose,
+        }
+    };
+    let head_only = slot.head_request || no_body;
+    let until_close = framing == ResponseFraming::UntilClose && !head_only;
+    let last_in_drain = draining && c.slots.is_empty();
+    let close = !slot.keep_alive || app_close || until_close || last_in_drain;
+    let params = HeadParams {
+        date,
+        server: server_name,
+        close,
+        keep_alive_10: !close && slot.version == Version::HTTP_10,
+        framing: if slot.head_request && framing == ResponseFraming::Chunked {
+            ResponseFraming::UntilClose
+        } else {
+            framing
+        },
+    };
+    response::encode_head(&mut c.out, parts.status, &parts.headers, &params);
+    match body {
+        Body::Empty => {}
+        Body::Bytes(b) => {
+            if !head_only {
+                c.out.extend_from_slice(&b);
+            }
+        }
+        Body::File { file, offset, len } => {
+            if !head_only && len > 0 {
+                c.active = Some(Active::File {
+                    file,
+                    offset,
+                    remaining: len,
+                });
+            }
+        }
+        Body::Stream(stream) => {
+            let mut st = stream.shared.lock();
+            if head_only {
+                st.closed = true;
+            } else {
+                st.notify = Some(Notify {
+                    hub: Arc::clone(hub),
+                    conn: key,
+                    gen: c.gen,
+                });
+                drop(st);
+                c.active = Some(Active::Stream {
+                    shared: Arc::clone(&stream.shared),
+                    chunked: framing == ResponseFraming::Chunked,
+                });
+            }
+        }
+    }
+    close
+}
+
+/// `sendfile(2)` from the file to the socket until done or the socket is full. Returns whether
+/// any byte moved.
+fn send_file(
+    sock: &TcpStream,
+    file: &std::fs::File,
+    offset: &mut u64,
+    remaining: &mut u64,
+) -> io::Result<bool> {
+    let mut progress = false;
+    while *remaining > 0 {
+        let count = (*remaining).min(1 << 30) as usize;
+        let mut off = *offset as nix::libc::off_t;
+        match nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut off), count) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()), // file shrank
+            Ok(n) => {
+                *offset += n as u64;
+                *remaining -= n as u64;
+                progress = true;
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Ok(progress),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    Ok(progress)
+}
+
+fn append_body(acc: &mut BodyAcc, data: &[u8]) -> io::Result<()> {
+    match acc {
+        BodyAcc::Memory(v) => {
+            v.extend_from_slice(data);
+            Ok(())
+        }
+        BodyAcc::File { file, len } => {
+            file.as_file_mut().write_all(data)?;
+            *len += data.len() as u64;
+            Ok(())
+        }
+    }
+}
+
+fn spool(acc: &mut BodyAcc, dir: Option<&std::path::Path>) -> io::Result<()> {
+    let BodyAcc::Memory(v) = acc else {
+        return Ok(());
+    };
+    let mut file = match dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("tickhttp-body-")
+            .tempfile_in(d)?,
+        None => tempfile::Builder::new()
+            .prefix("tickhttp-body-")
+            .tempfile()?,
+    };
+    file.as_file_mut().write_all(v)?;
+    let len = v.len() as u64;
+    *acc = BodyAcc::File { file, len };
+    Ok(())
+}
+
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver at capacity\r\n";
+
+/// Best effort: one non-blocking write of a 503, then close.
+fn reject_overloaded_mio(mut stream: TcpStream) -> io::Result<()> {
+    stream.write_all(OVERLOADED)?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+fn reject_overloaded(mut stream: std::net::TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
+    stream.write_all(OVERLOADED)?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Binds a listener with the configured backlog and socket options.
+pub(crate) fn bind_listener(config: &ServerConfig) -> Result<TcpListener, Error> {
+    let std_listener = crate::sys::bind_tcp(config.listen, config.backlog, config.reuse_port)?;
+    Ok(TcpListener::from_std(std_listener))
+}

@@ -1,0 +1,73 @@
+//! Graceful shutdown on SIGTERM, SIGINT and SIGQUIT, delivered through the server's own poll.
+//!
+//! The handler only writes a byte to a pipe (async-signal-safe, via `signal-hook`); the pipe
+//! is an [`EventSource`] of the server, so the signal wakes `wait()` and the shutdown begins
+//! on the loop's thread.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+
+use crate::error::Error;
+use crate::server::{EventSource, Server, SourceId};
+
+struct SignalPipe {
+    read: UnixStream,
+    deadline: Duration,
+}
+
+impl EventSource for SignalPipe {
+    fn raw_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    fn on_ready(&mut self, server: &mut Server) {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got && !server.is_shutting_down() {
+            tracing::info!("signal received; shutting down gracefully");
+            server.shutdown(self.deadline);
+        }
+    }
+}
+
+/// Makes SIGTERM, SIGINT and SIGQUIT start [`Server::shutdown`] with `deadline`.
+///
+/// ```no_run
+/// let mut server = tickhttp::Server::bind(tickhttp::ServerConfig::default())?;
+/// tickhttp::signal::shutdown_on_signals(&mut server, std::time::Duration::from_secs(10))?;
+/// while server.is_running() {
+///     server.wait(None)?;
+///     while let Some(req) = server.get_request() {
+///         server.respond(req.id(), http::Response::new("bye".into()))?;
+///     }
+/// }
+/// # Ok::<(), tickhttp::Error>(())
+/// ```
+pub fn shutdown_on_signals(server: &mut Server, deadline: Duration) -> Result<SourceId, Error> {
+    let (read, write) = UnixStream::pair().map_err(|e| Error::io("creating the signal pipe", e))?;
+    read.set_nonblocking(true)
+        .map_err(|e| Error::io("creating the signal pipe", e))?;
+    write
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("creating the signal pipe", e))?;
+    for sig in [SIGTERM, SIGINT, SIGQUIT] {
+        let w = write
+            .try_clone()
+            .map_err(|e| Error::io("creating the signal pipe", e))?;
+        signal_hook::low_level::pipe::register(sig, w)
+            .map_err(|e| Error::io("installing a signal handler", e))?;
+    }
+    server.add_event_source(Box::new(SignalPipe { read, deadline }))
+}
