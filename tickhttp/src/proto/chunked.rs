@@ -223,7 +223,7 @@ mod tests {
         let (body, used) =
             decode_all(b"5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
         assert_eq!(body, b"hello world");
-        assert_eq!(used, 44);
+        assert_eq!(used, 38);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
@@ -121,6 +122,14 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         _ => return Err(RequestError::UnsupportedVersion),
     };
 
+    // One copy of the head; header values and the target become views into it, so a request
+    // costs one allocation for its head instead of one per header.
+    let shared = Bytes::copy_from_slice(&buf[..head_len]);
+    let base = buf.as_ptr() as usize;
+    let view = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        shared.slice(start..start + s.len())
+    };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut host: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
@@ -132,7 +141,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| RequestError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value)
+        let value = HeaderValue::from_maybe_shared(view(h.value))
             .map_err(|_| RequestError::Malformed("invalid header value"))?;
         if name == header::HOST {
             if host.replace(h.value).is_some() {
@@ -169,7 +178,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         headers.append(name, value);
     }
 
-    let uri = parse_target(&method, target, host)?;
+    let uri = parse_target(&method, view(target.as_bytes()), host)?;
     if version == Version::HTTP_11 && host.is_none() {
         return Err(RequestError::Malformed("HTTP/1.1 request without Host"));
     }
@@ -241,7 +250,10 @@ fn version_error(buf: &[u8]) -> RequestError {
     let line = buf[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&buf[..line_end]);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let [_, _, version] = parts[..] else {
+        return RequestError::Malformed("invalid request line");
+    };
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
@@ -331,14 +343,14 @@ fn check_transfer_coding(value: &[u8]) -> Result<(), RequestError> {
 
 /// Origin form (`/path?q`), absolute form (`http://host/path`) and asterisk form (`*`, OPTIONS
 /// only). Authority form is CONNECT's, which this server does not tunnel (501).
-fn parse_target(method: &Method, target: &str, host: Option<&[u8]>) -> Result<Uri, RequestError> {
+fn parse_target(method: &Method, target: Bytes, host: Option<&[u8]>) -> Result<Uri, RequestError> {
     const BAD: RequestError = RequestError::Malformed("invalid request target");
-    if target.starts_with('/') {
-        return Uri::try_from(target).map_err(|_| BAD);
+    if target.starts_with(b"/") {
+        return Uri::from_maybe_shared(target).map_err(|_| BAD);
     }
-    if target == "*" {
+    if &target[..] == b"*" {
         return if method == Method::OPTIONS {
-            Uri::try_from(target).map_err(|_| BAD)
+            Uri::from_maybe_shared(target).map_err(|_| BAD)
         } else {
             Err(RequestError::Malformed("asterisk target outside OPTIONS"))
         };
@@ -346,7 +358,7 @@ fn parse_target(method: &Method, target: &str, host: Option<&[u8]>) -> Result<Ur
     if method == Method::CONNECT {
         return Err(RequestError::NotImplemented);
     }
-    let uri = Uri::try_from(target).map_err(|_| BAD)?;
+    let uri = Uri::from_maybe_shared(target).map_err(|_| BAD)?;
     let scheme_ok = matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
     let authority = uri.authority().ok_or(BAD)?;
     if !scheme_ok {
