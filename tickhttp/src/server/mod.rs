@@ -1165,7 +1165,7 @@ impl Server {
                 },
                 Some(Active::Stream { .. }) => return, // waiting for the producer
                 None => {
-                    if !c.slots.front().is_some_and(|s| s.response.is_some()) {
+                    if c.slots.front().is_none_or(|s| s.response.is_none()) {
                         break;
                     }
                 }
