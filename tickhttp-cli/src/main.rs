@@ -2,6 +2,11 @@
 
 mod demo;
 
+// A faster allocator for the many small, short-lived allocations of request handling.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

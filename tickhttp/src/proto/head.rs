@@ -531,4 +531,34 @@ mod tests {
         assert!(may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 20));
         assert!(may_be_complete(b"GET / HTTP/1.1\nHost: a\n\n", 23));
     }
+
+    proptest::proptest! {
+        /// Feeding a head in two pieces (as a server does when the first read was partial)
+        /// gives the same head as feeding it whole.
+        #[test]
+        fn head_parse_is_independent_of_read_boundaries(
+            path in "/[a-z0-9]{0,20}",
+            headers in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,12}", "[ -~]{0,30}"), 0..8),
+            body_len in 0u64..100,
+            cut in 0usize..400,
+        ) {
+            let mut wire = format!("POST {path} HTTP/1.1\r\nHost: example\r\n");
+            for (n, v) in &headers {
+                let n = format!("X-{n}");
+                wire.push_str(&format!("{n}: {}\r\n", v.trim()));
+            }
+            wire.push_str(&format!("Content-Length: {body_len}\r\n\r\n"));
+            let whole = parse_head(wire.as_bytes(), &Limits::default()).unwrap().unwrap();
+            let cut = cut.min(wire.len());
+            let first = parse_head(&wire.as_bytes()[..cut], &Limits::default()).unwrap();
+            if cut < wire.len() {
+                proptest::prop_assert!(first.is_none());
+                proptest::prop_assert!(!may_be_complete(&wire.as_bytes()[..cut], 0));
+            }
+            proptest::prop_assert_eq!(whole.head_len, wire.len());
+            proptest::prop_assert_eq!(whole.uri.path(), if path.is_empty() { "/" } else { path.as_str() });
+            proptest::prop_assert_eq!(whole.framing, if body_len == 0 { Framing::None } else { Framing::Length(body_len) });
+            proptest::prop_assert_eq!(whole.headers.len(), headers.len() + 2);
+        }
+    }
 }
