@@ -46,6 +46,8 @@ pub mod defaults {
     pub const LINGER: Duration = Duration::from_secs(2);
     /// The `Server` header value.
     pub const SERVER_NAME: &str = "tickhttp";
+    /// Time allowed for a TLS handshake; a silent client holds a slot no longer.
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// Configuration of one [`Server`](crate::Server).
@@ -101,6 +103,10 @@ pub struct ServerConfig {
     pub server_name: Option<String>,
     /// Set `TCP_NODELAY` on accepted connections.
     pub nodelay: bool,
+    /// Serve HTTPS with these certificates (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +135,8 @@ impl Default for ServerConfig {
             max_accepts_per_pass: MAX_ACCEPTS_PER_PASS,
             server_name: Some(SERVER_NAME.to_string()),
             nodelay: true,
+            tls: None,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -181,6 +189,10 @@ impl ServerConfig {
         server_name: Option<String>,
         /// Sets [`ServerConfig::nodelay`].
         nodelay: bool,
+        /// Sets [`ServerConfig::tls`].
+        tls: Option<crate::tls::TlsConfig>,
+        /// Sets [`ServerConfig::tls_handshake_timeout`].
+        tls_handshake_timeout: Duration,
     }
 
     /// Checks every value; the error names the option and the allowed range.
@@ -224,6 +236,7 @@ impl ServerConfig {
             ("header_timeout", self.header_timeout),
             ("body_timeout", self.body_timeout),
             ("write_timeout", self.write_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::config(option, "must be longer than zero"));

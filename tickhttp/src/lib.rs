@@ -48,6 +48,7 @@ pub mod server;
 pub mod signal;
 pub mod sys;
 pub mod task;
+pub mod tls;
 
 pub use body::{Body, BodySender, RequestBody, StreamClosed};
 pub use config::ServerConfig;

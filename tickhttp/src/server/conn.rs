@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,6 +160,15 @@ pub(crate) struct Conn {
     pub(crate) last_write: Instant,
     pub(crate) heap_deadline: Option<Instant>,
     pub(crate) dirty: bool,
+    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
+    pub(crate) accepted: Instant,
+}
+
+/// What one attempt to read request bytes gave.
+pub(crate) enum Filled {
+    Data(usize),
+    Eof,
+    WouldBlock,
 }
 
 impl Conn {
@@ -185,7 +195,49 @@ impl Conn {
             last_write: now,
             heap_deadline: None,
             dirty: false,
+            tls: None,
+            accepted: now,
         }
+    }
+
+    /// Reads request bytes into `input`: straight from the socket, or through TLS.
+    pub(crate) fn fill_input(&mut self, limit: usize) -> io::Result<Filled> {
+        let Some(tls) = self.tls.as_mut() else {
+            return match self.input.read_from(&mut self.sock, limit) {
+                Ok(0) => Ok(Filled::Eof),
+                Ok(n) => Ok(Filled::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Filled::WouldBlock),
+                Err(e) => Err(e),
+            };
+        };
+        loop {
+            match self.input.read_from(&mut tls.reader(), limit) {
+                Ok(0) => return Ok(Filled::Eof), // close_notify
+                Ok(n) => return Ok(Filled::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Filled::Eof),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(Filled::Eof),
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        // Send the alert, then fail the connection.
+                        let _ = tls.write_tls(&mut self.sock);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                    flush_tls(tls, &mut self.sock)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a TLS handshake is still in progress.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     /// Requests parsed and not yet fully written.
@@ -207,6 +259,31 @@ impl Conn {
 
     /// Writes buffered output until done or the socket is full. `Ok(true)` when all written.
     pub(crate) fn write_out(&mut self, now: Instant) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_mut() {
+            loop {
+                while self.out_pos < self.out.len() {
+                    let n = tls.writer().write(&self.out[self.out_pos..])?;
+                    if n == 0 {
+                        break; // rustls' buffer is full; write records first
+                    }
+                    self.out_pos += n;
+                }
+                let before = self.out_pos;
+                if !flush_tls(tls, &mut self.sock)? {
+                    if before > 0 {
+                        self.last_write = now;
+                    }
+                    return Ok(false);
+                }
+                self.last_write = now;
+                if self.out_pos >= self.out.len() {
+                    break;
+                }
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            return Ok(true);
+        }
         while self.out_pos < self.out.len() {
             match self.sock.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -226,4 +303,53 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+/// Writes TLS records until rustls has none left (`Ok(true)`) or the socket is full.
+pub(crate) fn flush_tls(
+    tls: &mut rustls::ServerConnection,
+    sock: &mut TcpStream,
+) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Appends up to `max` bytes of a file region to `out` (files cannot be sent with sendfile
+/// through TLS: the bytes must be encrypted).
+pub(crate) fn read_file_chunk(
+    file: &File,
+    offset: &mut u64,
+    remaining: &mut u64,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<()> {
+    let want = (*remaining).min(max as u64) as usize;
+    let start = out.len();
+    out.resize(start + want, 0);
+    let mut filled = 0;
+    while filled < want {
+        match file.read_at(&mut out[start + filled..], *offset + filled as u64) {
+            Ok(0) => {
+                out.truncate(start + filled);
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    *offset += want as u64;
+    *remaining -= want as u64;
+    Ok(())
 }

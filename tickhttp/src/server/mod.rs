@@ -29,7 +29,7 @@ use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
 use crate::request::{ConnectionMeta, Request, RequestId};
 use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
 
-use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Phase, Slot};
+use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, Phase, Slot};
 pub use metrics::Metrics;
 use metrics::MetricsState;
 
@@ -141,6 +141,7 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     emfile_logged: bool,
     server_name: Option<Bytes>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -155,6 +156,7 @@ impl Server {
         let now = Instant::now();
         Ok(Server {
             limits: config.limits(),
+            tls: config.tls.as_ref().map(|t| t.rustls_config()),
             server_name: config.server_name.clone().map(Bytes::from),
             config,
             poll,
@@ -487,6 +489,18 @@ impl Server {
         Some(source)
     }
 
+    /// Replaces the TLS certificates (for example after re-reading them on SIGHUP). New
+    /// connections use the new ones; open connections keep theirs. `None` turns TLS off.
+    pub fn set_tls(&mut self, tls: Option<crate::tls::TlsConfig>) {
+        self.tls = tls.as_ref().map(|t| t.rustls_config());
+        self.config.tls = tls;
+    }
+
+    /// Whether new connections are served over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The first listener's local address (useful after binding port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listeners
@@ -740,7 +754,18 @@ impl Server {
         }
         let gen = self.next_gen;
         self.next_gen += 1;
-        entry.insert(Conn::new(gen, stream, peer, self.now));
+        let mut conn = Conn::new(gen, stream, peer, self.now);
+        if let Some(tls) = &self.tls {
+            match rustls::ServerConnection::new(Arc::clone(tls)) {
+                Ok(t) => conn.tls = Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session");
+                    let _ = self.poll.registry().deregister(&mut conn.sock);
+                    return;
+                }
+            }
+        }
+        entry.insert(conn);
         self.metrics.connection_opened();
         self.schedule(key);
     }
@@ -784,19 +809,31 @@ impl Server {
                 }
                 return;
             }
-            match c.input.read_from(&mut c.sock, max_buffer) {
-                Ok(0) => {
+            let was_handshaking = c.handshaking();
+            let filled = c.fill_input(max_buffer);
+            if was_handshaking && !c.handshaking() {
+                // The handshake just finished: the head timer starts now.
+                c.last_read = self.now;
+            }
+            match filled {
+                Ok(Filled::Eof) => {
                     c.peer_eof = true;
                     self.process_input(key);
                     self.on_peer_eof(key);
                     return;
                 }
-                Ok(n) => {
+                Ok(Filled::Data(n)) => {
                     budget = budget.saturating_sub(n);
                     c.last_read = self.now;
                     self.process_input(key);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(Filled::WouldBlock) => {
+                    if c.tls.is_some() && c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                        // Handshake records queued while the socket was full.
+                        self.mark_dirty(key);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close_conn(key);
@@ -1060,6 +1097,15 @@ impl Server {
         }
     }
 
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
     // ----- writing ---------------------------------------------------------------------------
 
     fn flush_dirty(&mut self) {
@@ -1135,6 +1181,26 @@ impl Server {
                     c.active = None;
                 }
             }
+            if c.tls.is_some() {
+                if let Some(Active::File {
+                    file,
+                    offset,
+                    remaining,
+                }) = &mut c.active
+                {
+                    if c.out.len() < OUT_BATCH {
+                        if conn::read_file_chunk(file, offset, remaining, &mut c.out, 64 * 1024)
+                            .is_err()
+                        {
+                            self.close_conn(key);
+                            return;
+                        }
+                        if *remaining == 0 {
+                            c.active = None;
+                        }
+                    }
+                }
+            }
             match c.write_out(self.now) {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -1144,6 +1210,7 @@ impl Server {
                 }
             }
             match &mut c.active {
+                Some(Active::File { .. }) if c.tls.is_some() => continue,
                 Some(Active::File {
                     file,
                     offset,
@@ -1207,6 +1274,10 @@ impl Server {
             self.close_conn(key);
             return;
         }
+        if let Some(tls) = c.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = conn::flush_tls(tls, &mut c.sock);
+        }
         let _ = c.sock.shutdown(Shutdown::Write);
         c.closing = Closing::Lingering(self.now + defaults::LINGER);
         self.on_readable(key);
@@ -1249,6 +1320,9 @@ impl Server {
         let cfg = &self.config;
         if let Closing::Lingering(at) = c.closing {
             return Some(at);
+        }
+        if c.handshaking() {
+            return Some(c.accepted + cfg.tls_handshake_timeout);
         }
         if c.out_pos < c.out.len() || matches!(c.active, Some(Active::File { .. })) {
             return Some(c.last_write + cfg.write_timeout);
