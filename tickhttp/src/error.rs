@@ -104,6 +104,9 @@ pub enum Error {
     /// The operation is not available in this mode.
     #[error("{0}")]
     Mode(&'static str),
+    /// The WebSocket connection is closed or unknown.
+    #[error("WebSocket connection {0} is closed")]
+    WebSocketClosed(crate::ws::WsId),
     /// The worker pool could not start or run.
     #[error("worker pool: {0}")]
     Pool(String),

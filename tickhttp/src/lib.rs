@@ -49,6 +49,7 @@ pub mod signal;
 pub mod sys;
 pub mod task;
 pub mod tls;
+pub mod ws;
 
 pub use body::{Body, BodySender, RequestBody, StreamClosed};
 pub use config::ServerConfig;

@@ -101,6 +101,16 @@ pub(crate) enum Phase {
     },
     /// Nothing more is read from this connection (an error response is pending, or it closes).
     Done,
+    /// Upgraded: bytes are WebSocket frames.
+    WebSocket(Box<crate::ws::WsConn>),
+}
+
+/// A WebSocket handshake accepted, waiting for its 101 to reach the front of the queue.
+pub(crate) struct PendingUpgrade {
+    pub(crate) route: usize,
+    pub(crate) protocol: Option<String>,
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: http::HeaderMap,
 }
 
 /// One request's place in the connection's response order.
@@ -112,6 +122,7 @@ pub(crate) struct Slot {
     pub(crate) handed_out: bool,
     pub(crate) received: Instant,
     pub(crate) response: Option<Response>,
+    pub(crate) upgrade: Option<Box<PendingUpgrade>>,
 }
 
 /// A body being written after its head.

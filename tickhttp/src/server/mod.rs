@@ -1,6 +1,6 @@
 //! The poll-driven [`Server`].
 
-mod conn;
+pub(crate) mod conn;
 mod metrics;
 
 use std::cmp::Reverse;
@@ -29,7 +29,8 @@ use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
 use crate::request::{ConnectionMeta, Request, RequestId};
 use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
 
-use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, Phase, Slot};
+use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, PendingUpgrade, Phase, Slot};
+use crate::ws::{self, WebSocketConfig, WsConn, WsEvent, WsId, WsIo, WsMessage};
 pub use metrics::Metrics;
 use metrics::MetricsState;
 
@@ -142,6 +143,10 @@ pub struct Server {
     emfile_logged: bool,
     server_name: Option<Bytes>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    conn_observer: Option<Box<dyn FnMut(usize)>>,
+    ws_routes: Vec<ws::Route>,
+    ws_events: VecDeque<WsEvent>,
+    rooms: ws::Rooms,
 }
 
 impl Server {
@@ -157,6 +162,9 @@ impl Server {
         Ok(Server {
             limits: config.limits(),
             tls: config.tls.as_ref().map(|t| t.rustls_config()),
+            ws_routes: Vec::new(),
+            ws_events: VecDeque::new(),
+            rooms: ws::Rooms::default(),
             server_name: config.server_name.clone().map(Bytes::from),
             config,
             poll,
@@ -183,6 +191,7 @@ impl Server {
             accept_again: false,
             accept_paused_until: None,
             emfile_logged: false,
+            conn_observer: None,
         })
     }
 
@@ -263,6 +272,11 @@ impl Server {
         self.drop_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            if let Some(Phase::WebSocket(ws)) = self.conns.get(key).map(|c| &c.phase) {
+                let id = ws.id;
+                self.ws_close_with(id, 1001, "server shutdown");
+                continue;
+            }
             // Read what already arrived, so a request racing the shutdown is served, not reset.
             self.on_readable(key);
             self.after_io(key);
@@ -313,11 +327,11 @@ impl Server {
     /// Blocks in epoll until a request is ready, a task or timer fires, or `timeout` passes
     /// (`None`: no limit). Flushes pending responses first. Returns whether a request is ready.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || !self.ws_events.is_empty() {
             return Ok(true);
         }
         self.turn(timeout)?;
-        Ok(!self.ready.is_empty())
+        Ok(!self.ready.is_empty() || !self.ws_events.is_empty())
     }
 
     /// Answers request `id`. Any order and any later tick is fine; per connection, responses
@@ -368,6 +382,425 @@ impl Server {
     /// Requests received and not yet taken with `get_request`.
     pub fn queued_requests(&self) -> usize {
         self.ready.len()
+    }
+
+    // ----- WebSocket -------------------------------------------------------------------------
+
+    /// Serves WebSocket upgrades on `path` (exact match, query ignored). Upgrade requests to
+    /// other paths get 404; bad handshakes get 400, 403 or 426.
+    pub fn attach_websocket(&mut self, path: &str, config: WebSocketConfig) -> Result<(), Error> {
+        config.validate()?;
+        if !path.starts_with('/') {
+            return Err(Error::config("path", "a WebSocket path must start with '/'"));
+        }
+        match self.ws_routes.iter_mut().find(|r| r.path == path) {
+            Some(r) => r.config = config,
+            None => self.ws_routes.push(ws::Route {
+                path: path.to_string(),
+                config,
+            }),
+        }
+        Ok(())
+    }
+
+    /// The next WebSocket event, if any.
+    pub fn next_ws_event(&mut self) -> Option<WsEvent> {
+        self.ws_events.pop_front()
+    }
+
+    /// Whether WebSocket events are waiting.
+    pub fn has_ws_event(&self) -> bool {
+        !self.ws_events.is_empty()
+    }
+
+    /// Sends a text or binary message. Messages larger than the route's `max_frame_size` are
+    /// fragmented when `auto_fragmentation` is on.
+    pub fn ws_send(&mut self, id: WsId, message: impl Into<WsMessage>) -> Result<(), Error> {
+        let message = message.into();
+        let key = id.conn as usize;
+        let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == id.gen) else {
+            return Err(Error::WebSocketClosed(id));
+        };
+        let Phase::WebSocket(ws) = &mut c.phase else {
+            return Err(Error::WebSocketClosed(id));
+        };
+        if ws.close_sent.is_some() || ws.terminated {
+            return Err(Error::WebSocketClosed(id));
+        }
+        let wc = &self.ws_routes[ws.route].config;
+        let mut io = WsIo {
+            input: &mut c.input,
+            out: &mut c.out,
+        };
+        let (payload, opcode) = match message {
+            WsMessage::Text(t) => (Bytes::from(t), tungstenite::protocol::frame::coding::Data::Text),
+            WsMessage::Binary(b) => (b, tungstenite::protocol::frame::coding::Data::Binary),
+        };
+        use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+        use tungstenite::protocol::frame::Frame;
+        let result = if wc.auto_fragmentation && payload.len() > wc.max_frame_size {
+            let mut r = Ok(());
+            let pieces = payload.len().div_ceil(wc.max_frame_size);
+            for (i, start) in (0..payload.len()).step_by(wc.max_frame_size).enumerate() {
+                let end = (start + wc.max_frame_size).min(payload.len());
+                let code = if i == 0 {
+                    OpCode::Data(opcode)
+                } else {
+                    OpCode::Data(OpData::Continue)
+                };
+                let frame = Frame::message(payload.slice(start..end), code, i + 1 == pieces);
+                r = ws.ctx.write(&mut io, tungstenite::Message::Frame(frame));
+                if r.is_err() {
+                    break;
+                }
+            }
+            r
+        } else {
+            let msg = match opcode {
+                OpData::Text => match tungstenite::Utf8Bytes::try_from(payload) {
+                    Ok(t) => tungstenite::Message::Text(t),
+                    Err(_) => return Err(Error::WebSocketClosed(id)),
+                },
+                _ => tungstenite::Message::Binary(payload),
+            };
+            ws.ctx.write(&mut io, msg)
+        };
+        let flushed = result.and_then(|()| ws.ctx.flush(&mut io));
+        let pending = c.out.len() - c.out_pos;
+        if flushed.is_err() {
+            return Err(Error::WebSocketClosed(id));
+        }
+        if pending > wc.max_write_buffer {
+            tracing::warn!(%id, pending, "WebSocket client reads too slowly; dropping it");
+            if let Phase::WebSocket(ws) = &mut c.phase {
+                ws.close_emitted = true;
+            }
+            self.ws_events.push_back(WsEvent::Close {
+                id,
+                code: 1006,
+                reason: "slow consumer: write buffer full".to_string(),
+            });
+            self.close_conn(key);
+            return Err(Error::WebSocketClosed(id));
+        }
+        self.mark_dirty(key);
+        Ok(())
+    }
+
+    /// Sends a text message.
+    pub fn ws_send_text(&mut self, id: WsId, text: impl Into<String>) -> Result<(), Error> {
+        self.ws_send(id, WsMessage::Text(text.into()))
+    }
+
+    /// Sends a binary message.
+    pub fn ws_send_binary(&mut self, id: WsId, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.ws_send(id, WsMessage::Binary(data.into()))
+    }
+
+    /// Sends a value as a JSON text message.
+    pub fn ws_send_json<T: serde::Serialize>(&mut self, id: WsId, value: &T) -> Result<(), Error> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::config("json", e.to_string()))?;
+        self.ws_send_text(id, text)
+    }
+
+    /// Starts the closing handshake with `code` and `reason`; a `Close` event fires now, and
+    /// TCP closes when the client answers (or after the route's `close_timeout`).
+    pub fn ws_close(&mut self, id: WsId, code: u16, reason: &str) -> Result<(), Error> {
+        if self.ws_close_with(id, code, reason) {
+            Ok(())
+        } else {
+            Err(Error::WebSocketClosed(id))
+        }
+    }
+
+    /// Sends `message` to every open connection of `path` except `except`; returns how many
+    /// it was sent to.
+    pub fn ws_broadcast(&mut self, path: &str, message: impl Into<WsMessage>, except: Option<WsId>) -> usize {
+        let Some(route) = self.ws_routes.iter().position(|r| r.path == path) else {
+            return 0;
+        };
+        let ids: Vec<WsId> = self
+            .conns
+            .iter()
+            .filter_map(|(_, c)| match &c.phase {
+                Phase::WebSocket(ws) if ws.route == route && Some(ws.id) != except => Some(ws.id),
+                _ => None,
+            })
+            .collect();
+        self.send_to_all(ids, message.into())
+    }
+
+    /// Adds a connection to a room.
+    pub fn ws_join(&mut self, id: WsId, room: &str) -> Result<(), Error> {
+        let Some(Phase::WebSocket(ws)) = self
+            .conns
+            .get_mut(id.conn as usize)
+            .filter(|c| c.gen == id.gen)
+            .map(|c| &mut c.phase)
+        else {
+            return Err(Error::WebSocketClosed(id));
+        };
+        if self.rooms.join(room, id) {
+            ws.rooms.push(room.to_string());
+        }
+        Ok(())
+    }
+
+    /// Removes a connection from a room.
+    pub fn ws_leave(&mut self, id: WsId, room: &str) {
+        if let Some(Phase::WebSocket(ws)) = self
+            .conns
+            .get_mut(id.conn as usize)
+            .filter(|c| c.gen == id.gen)
+            .map(|c| &mut c.phase)
+        {
+            ws.rooms.retain(|r| r != room);
+        }
+        self.rooms.leave(room, id);
+    }
+
+    /// The members of a room.
+    pub fn ws_room(&self, room: &str) -> Vec<WsId> {
+        self.rooms.members.get(room).cloned().unwrap_or_default()
+    }
+
+    /// Sends `message` to every member of `room` except `except`; returns how many.
+    pub fn ws_broadcast_room(&mut self, room: &str, message: impl Into<WsMessage>, except: Option<WsId>) -> usize {
+        let ids: Vec<WsId> = self
+            .ws_room(room)
+            .into_iter()
+            .filter(|id| Some(*id) != except)
+            .collect();
+        self.send_to_all(ids, message.into())
+    }
+
+    /// Attaches application data to a connection (replacing any).
+    pub fn ws_set_data<T: std::any::Any>(&mut self, id: WsId, data: T) -> Result<(), Error> {
+        match self.ws_conn_mut(id) {
+            Some(ws) => {
+                ws.data = Some(Box::new(data));
+                Ok(())
+            }
+            None => Err(Error::WebSocketClosed(id)),
+        }
+    }
+
+    /// The application data of a connection, if set and of type `T`.
+    pub fn ws_data<T: std::any::Any>(&self, id: WsId) -> Option<&T> {
+        let c = self.conns.get(id.conn as usize).filter(|c| c.gen == id.gen)?;
+        match &c.phase {
+            Phase::WebSocket(ws) => ws.data.as_ref()?.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// The application data of a connection, mutably.
+    pub fn ws_data_mut<T: std::any::Any>(&mut self, id: WsId) -> Option<&mut T> {
+        self.ws_conn_mut(id)?.data.as_mut()?.downcast_mut()
+    }
+
+    /// Open WebSocket connections on `path`.
+    pub fn ws_connections(&self, path: &str) -> Vec<WsId> {
+        let Some(route) = self.ws_routes.iter().position(|r| r.path == path) else {
+            return Vec::new();
+        };
+        self.conns
+            .iter()
+            .filter_map(|(_, c)| match &c.phase {
+                Phase::WebSocket(ws) if ws.route == route && ws.close_sent.is_none() => Some(ws.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ws_conn_mut(&mut self, id: WsId) -> Option<&mut WsConn> {
+        let c = self
+            .conns
+            .get_mut(id.conn as usize)
+            .filter(|c| c.gen == id.gen)?;
+        match &mut c.phase {
+            Phase::WebSocket(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    fn send_to_all(&mut self, ids: Vec<WsId>, message: WsMessage) -> usize {
+        ids.into_iter()
+            .filter(|id| self.ws_send(*id, message.clone()).is_ok())
+            .count()
+    }
+
+    /// Sends a close frame and emits the `Close` event; false if the connection is gone.
+    fn ws_close_with(&mut self, id: WsId, code: u16, reason: &str) -> bool {
+        let key = id.conn as usize;
+        let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == id.gen) else {
+            return false;
+        };
+        let Phase::WebSocket(ws) = &mut c.phase else {
+            return false;
+        };
+        if ws.close_sent.is_some() {
+            return true;
+        }
+        let mut io = WsIo {
+            input: &mut c.input,
+            out: &mut c.out,
+        };
+        let frame = tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        if ws.ctx.close(&mut io, Some(frame)).is_err() {
+            ws.terminated = true;
+        }
+        ws.close_sent = Some(self.now);
+        if !ws.close_emitted {
+            ws.close_emitted = true;
+            self.ws_events.push_back(WsEvent::Close {
+                id,
+                code,
+                reason: reason.to_string(),
+            });
+        }
+        self.mark_dirty(key);
+        self.schedule(key);
+        true
+    }
+
+    /// Answers a WebSocket upgrade request: 101 (queued in order behind earlier responses),
+    /// or an error status and close.
+    fn upgrade_websocket(&mut self, key: usize, head: Head) {
+        let handshake_late = self.conns.get(key).is_some_and(|c| {
+            c.head_started.is_some_and(|t| {
+                self.ws_routes
+                    .iter()
+                    .find(|r| r.path == head.uri.path())
+                    .is_some_and(|r| self.now.duration_since(t) > r.config.handshake_timeout)
+            })
+        });
+        let result = if handshake_late {
+            Err(ws::refuse_timeout())
+        } else {
+            ws::handshake(&self.ws_routes, &head.method, head.version, head.uri.path(), &head.headers)
+        };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.served += 1;
+        c.phase = Phase::Done;
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        self.metrics.request_received();
+        let (response, upgrade, keep_alive) = match result {
+            Ok(accepted) => (
+                accepted.response,
+                Some(Box::new(PendingUpgrade {
+                    route: accepted.route,
+                    protocol: accepted.protocol,
+                    uri: head.uri,
+                    headers: head.headers,
+                })),
+                true,
+            ),
+            Err(refusal) => (refusal, None, false),
+        };
+        self.metrics.record_response(response.status(), Duration::ZERO);
+        c.slots.push_back(Slot {
+            seq,
+            head_request: false,
+            version: head.version,
+            keep_alive,
+            handed_out: false,
+            received: self.now,
+            response: Some(response),
+            upgrade,
+        });
+        if c.slots.len() == 1 {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Reads every complete frame in the input buffer and turns messages into events.
+    fn ws_read(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket(ws) = &mut c.phase else {
+            return;
+        };
+        let id = ws.id;
+        let mut io = WsIo {
+            input: &mut c.input,
+            out: &mut c.out,
+        };
+        while !ws.terminated {
+            match ws.ctx.read(&mut io) {
+                Ok(msg) => {
+                    ws.last_seen = self.now;
+                    match msg {
+                        tungstenite::Message::Text(t) => self.ws_events.push_back(WsEvent::Text {
+                            id,
+                            text: t.as_str().to_string(),
+                        }),
+                        tungstenite::Message::Binary(data) => {
+                            self.ws_events.push_back(WsEvent::Binary { id, data })
+                        }
+                        tungstenite::Message::Pong(data) => {
+                            ws.ping_sent = None;
+                            self.ws_events.push_back(WsEvent::Pong { id, data });
+                        }
+                        tungstenite::Message::Close(frame) => {
+                            if !ws.close_emitted {
+                                ws.close_emitted = true;
+                                let (code, reason) = frame
+                                    .map(|f| (u16::from(f.code), f.reason.as_str().to_string()))
+                                    .unwrap_or((1005, String::new()));
+                                self.ws_events.push_back(WsEvent::Close { id, code, reason });
+                            }
+                            if ws.close_sent.is_none() {
+                                ws.close_sent = Some(self.now);
+                            }
+                        }
+                        tungstenite::Message::Ping(_) | tungstenite::Message::Frame(_) => {}
+                    }
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    ws.terminated = true;
+                }
+                Err(e) => {
+                    let code = ws::close_code_for(&e);
+                    let reason = e.to_string();
+                    self.ws_events.push_back(WsEvent::Error {
+                        id,
+                        error: reason.clone(),
+                    });
+                    if !ws.close_emitted {
+                        ws.close_emitted = true;
+                        self.ws_events.push_back(WsEvent::Close {
+                            id,
+                            code,
+                            reason: reason.clone(),
+                        });
+                    }
+                    let frame = tungstenite::protocol::CloseFrame {
+                        code: code.into(),
+                        reason: reason.chars().take(100).collect::<String>().into(),
+                    };
+                    let _ = ws.ctx.close(&mut io, Some(frame));
+                    ws.close_sent.get_or_insert(self.now);
+                    // A failed connection is not read again (RFC 6455 7.1.7).
+                    ws.terminated = true;
+                }
+            }
+        }
+        let wrote = !c.out.is_empty();
+        let terminated = ws.terminated;
+        if wrote || terminated {
+            self.mark_dirty(key);
+        }
+        self.schedule(key);
     }
 
     // ----- tasks and timers ------------------------------------------------------------------
@@ -517,6 +950,18 @@ impl Server {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Calls `observer` with the number of open connections each time a connection opens or
+    /// closes (the worker pool reports its live load this way). `None` removes it.
+    pub fn set_connection_observer(&mut self, observer: Option<Box<dyn FnMut(usize)>>) {
+        self.conn_observer = observer;
+    }
+
+    fn notify_connection_count(&mut self) {
+        if let Some(observer) = self.conn_observer.as_mut() {
+            observer(self.conns.len());
+        }
     }
 
     // ----- the turn --------------------------------------------------------------------------
@@ -768,6 +1213,7 @@ impl Server {
         entry.insert(conn);
         self.metrics.connection_opened();
         self.schedule(key);
+        self.notify_connection_count();
     }
 
     // ----- reading ---------------------------------------------------------------------------
@@ -847,6 +1293,11 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        if let Phase::WebSocket(_) = c.phase {
+            // Without a close frame: the Close event says 1006.
+            self.close_conn(key);
+            return;
+        }
         // A half-closed client still gets the answers to what it sent.
         let mid_request = !matches!(c.phase, Phase::Head | Phase::Done) || !c.input.is_empty();
         if mid_request {
@@ -865,11 +1316,15 @@ impl Server {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
+            if let Phase::WebSocket(_) = c.phase {
+                self.ws_read(key);
+                return;
+            }
             if c.closing != Closing::Open {
                 return;
             }
             match &mut c.phase {
-                Phase::Done => return,
+                Phase::Done | Phase::WebSocket(_) => return,
                 Phase::Head => {
                     if c.in_flight() >= self.config.max_pipelined {
                         c.read_paused = true;
@@ -1023,6 +1478,10 @@ impl Server {
     }
 
     fn complete(&mut self, key: usize, head: Head, body: RequestBody) {
+        if !self.ws_routes.is_empty() && ws::is_websocket_upgrade(&head.headers) {
+            self.upgrade_websocket(key, head);
+            return;
+        }
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -1044,6 +1503,7 @@ impl Server {
             handed_out: false,
             received: self.now,
             response: None,
+            upgrade: None,
         });
         let mut req = http::Request::new(body);
         *req.method_mut() = head.method;
@@ -1088,6 +1548,7 @@ impl Server {
             handed_out: false,
             received: self.now,
             response: Some(resp),
+            upgrade: None,
         });
         self.metrics.request_received();
         self.metrics.record_response(status, Duration::ZERO);
@@ -1120,6 +1581,7 @@ impl Server {
 
     /// Encodes ready responses in order and writes as much as the socket takes.
     fn pump(&mut self, key: usize) {
+        let mut upgraded = false;
         loop {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
@@ -1130,10 +1592,37 @@ impl Server {
                 if !ready {
                     break;
                 }
-                let Some(slot) = c.slots.pop_front() else {
+                let Some(mut slot) = c.slots.pop_front() else {
                     break;
                 };
                 c.front_seq = slot.seq + 1;
+                if let Some(up) = slot.upgrade.take() {
+                    encode_response(
+                        c,
+                        key,
+                        slot,
+                        &self.hub,
+                        self.date.value(),
+                        self.server_name.as_deref(),
+                        false,
+                    );
+                    let id = WsId {
+                        conn: key as u32,
+                        gen: c.gen,
+                    };
+                    let config = &self.ws_routes[up.route].config;
+                    c.phase = Phase::WebSocket(Box::new(WsConn::new(id, up.route, config, self.now)));
+                    self.ws_events.push_back(WsEvent::Connect {
+                        id,
+                        path: self.ws_routes[up.route].path.clone(),
+                        peer: c.peer,
+                        protocol: up.protocol,
+                        uri: up.uri,
+                        headers: up.headers,
+                    });
+                    upgraded = true;
+                    break;
+                }
                 let close = encode_response(
                     c,
                     key,
@@ -1238,6 +1727,12 @@ impl Server {
                 }
             }
         }
+        if upgraded {
+            // Frames that came with the handshake are already buffered.
+            self.ws_read(key);
+            self.pump(key);
+            return;
+        }
         self.after_responses(key);
     }
 
@@ -1247,6 +1742,12 @@ impl Server {
             return;
         };
         if c.has_output() || !c.slots.is_empty() {
+            return;
+        }
+        if let Phase::WebSocket(ws) = &c.phase {
+            if ws.terminated {
+                self.begin_close(key);
+            }
             return;
         }
         let draining_idle =
@@ -1288,6 +1789,18 @@ impl Server {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
+        if let Phase::WebSocket(ws) = &c.phase {
+            for room in &ws.rooms {
+                self.rooms.leave(room, ws.id);
+            }
+            if !ws.close_emitted {
+                self.ws_events.push_back(WsEvent::Close {
+                    id: ws.id,
+                    code: 1006,
+                    reason: "connection dropped".to_string(),
+                });
+            }
+        }
         let _ = self.poll.registry().deregister(&mut c.sock);
         let dropped = c
             .slots
@@ -1301,6 +1814,7 @@ impl Server {
             st.notify = None;
         }
         self.metrics.connection_closed();
+        self.notify_connection_count();
     }
 
     // ----- timeouts --------------------------------------------------------------------------
@@ -1327,6 +1841,22 @@ impl Server {
         if c.out_pos < c.out.len() || matches!(c.active, Some(Active::File { .. })) {
             return Some(c.last_write + cfg.write_timeout);
         }
+        if let Phase::WebSocket(ws) = &c.phase {
+            let wc = &self.ws_routes[ws.route].config;
+            let mut at = if let Some(sent) = ws.close_sent {
+                sent + wc.close_timeout
+            } else if let Some(sent) = ws.ping_sent {
+                sent + wc.pong_timeout
+            } else if wc.auto_ping {
+                ws.last_seen + wc.ping_interval
+            } else {
+                return None;
+            };
+            if ws.close_sent.is_none() && c.out_pos < c.out.len() {
+                at = at.min(c.last_write + cfg.write_timeout);
+            }
+            return Some(at);
+        }
         match c.phase {
             Phase::Body { .. } => return Some(c.last_read + cfg.body_timeout),
             Phase::Head => {
@@ -1334,7 +1864,7 @@ impl Server {
                     return Some(start + cfg.header_timeout);
                 }
             }
-            Phase::Done => {}
+            Phase::Done | Phase::WebSocket(_) => {}
         }
         if !c.slots.is_empty() || c.active.is_some() || c.peer_eof {
             return None; // the application has the next move
@@ -1387,11 +1917,38 @@ impl Server {
             self.close_conn(key);
             return;
         }
+        if let Phase::WebSocket(ws) = &mut c.phase {
+            let wc = &self.ws_routes[ws.route].config;
+            if ws.close_sent.is_some() {
+                self.metrics.connection_timed_out();
+                self.close_conn(key);
+            } else if c.out_pos < c.out.len() && c.last_write + self.config.write_timeout <= self.now {
+                self.metrics.connection_timed_out();
+                self.close_conn(key);
+            } else if ws.ping_sent.is_some() {
+                self.metrics.connection_timed_out();
+                let id = ws.id;
+                self.ws_close_with(id, 1008, "pong timeout");
+            } else if wc.auto_ping {
+                let mut io = WsIo {
+                    input: &mut c.input,
+                    out: &mut c.out,
+                };
+                let _ = ws
+                    .ctx
+                    .write(&mut io, tungstenite::Message::Ping(Bytes::new()));
+                let _ = ws.ctx.flush(&mut io);
+                ws.ping_sent = Some(self.now);
+                self.mark_dirty(key);
+                self.schedule(key);
+            }
+            return;
+        }
         self.metrics.connection_timed_out();
         let reading = match c.phase {
             Phase::Body { .. } => true,
             Phase::Head => c.head_started.is_some(),
-            Phase::Done => false,
+            Phase::Done | Phase::WebSocket(_) => false,
         };
         if reading && !c.has_output() {
             // 408, after any responses still owed, then close.
