@@ -42,6 +42,8 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod form;
+pub mod fs;
 pub mod proto;
 pub mod request;
 pub mod server;

@@ -7,6 +7,8 @@
 pub mod chunked;
 pub mod date;
 pub mod head;
+pub mod multipart;
+pub mod range;
 pub mod response;
 
 pub use chunked::ChunkedDecoder;
