@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Per-client rate limit (`None`: off).
+    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
             nodelay: true,
             tls: None,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            rate_limit: None,
         }
     }
 }
@@ -193,6 +196,8 @@ impl ServerConfig {
         tls: Option<crate::tls::TlsConfig>,
         /// Sets [`ServerConfig::tls_handshake_timeout`].
         tls_handshake_timeout: Duration,
+        /// Sets [`ServerConfig::rate_limit`].
+        rate_limit: Option<crate::ratelimit::RateLimitConfig>,
     }
 
     /// Checks every value; the error names the option and the allowed range.
@@ -241,6 +246,9 @@ impl ServerConfig {
             if value.is_zero() {
                 return Err(Error::config(option, "must be longer than zero"));
             }
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
         }
         if let Some(name) = &self.server_name {
             if http::HeaderValue::from_str(name).is_err() {

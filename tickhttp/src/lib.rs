@@ -45,6 +45,7 @@ pub mod error;
 pub mod form;
 pub mod fs;
 pub mod proto;
+pub mod ratelimit;
 pub mod request;
 pub mod server;
 pub mod signal;

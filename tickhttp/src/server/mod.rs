@@ -29,8 +29,8 @@ use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
 use crate::request::{ConnectionMeta, Request, RequestId};
 use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
 
-use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, PendingUpgrade, Phase, Slot};
 use crate::ws::{self, WebSocketConfig, WsConn, WsEvent, WsId, WsIo, WsMessage};
+use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, PendingUpgrade, Phase, Slot};
 pub use metrics::Metrics;
 use metrics::MetricsState;
 
@@ -147,6 +147,7 @@ pub struct Server {
     ws_routes: Vec<ws::Route>,
     ws_events: VecDeque<WsEvent>,
     rooms: ws::Rooms,
+    rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 impl Server {
@@ -162,6 +163,10 @@ impl Server {
         Ok(Server {
             limits: config.limits(),
             tls: config.tls.as_ref().map(|t| t.rustls_config()),
+            rate_limit: config
+                .rate_limit
+                .clone()
+                .map(crate::ratelimit::RateLimit::new),
             ws_routes: Vec::new(),
             ws_events: VecDeque::new(),
             rooms: ws::Rooms::default(),
@@ -391,7 +396,10 @@ impl Server {
     pub fn attach_websocket(&mut self, path: &str, config: WebSocketConfig) -> Result<(), Error> {
         config.validate()?;
         if !path.starts_with('/') {
-            return Err(Error::config("path", "a WebSocket path must start with '/'"));
+            return Err(Error::config(
+                "path",
+                "a WebSocket path must start with '/'",
+            ));
         }
         match self.ws_routes.iter_mut().find(|r| r.path == path) {
             Some(r) => r.config = config,
@@ -433,7 +441,10 @@ impl Server {
             out: &mut c.out,
         };
         let (payload, opcode) = match message {
-            WsMessage::Text(t) => (Bytes::from(t), tungstenite::protocol::frame::coding::Data::Text),
+            WsMessage::Text(t) => (
+                Bytes::from(t),
+                tungstenite::protocol::frame::coding::Data::Text,
+            ),
             WsMessage::Binary(b) => (b, tungstenite::protocol::frame::coding::Data::Binary),
         };
         use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -499,8 +510,8 @@ impl Server {
 
     /// Sends a value as a JSON text message.
     pub fn ws_send_json<T: serde::Serialize>(&mut self, id: WsId, value: &T) -> Result<(), Error> {
-        let text = serde_json::to_string(value)
-            .map_err(|e| Error::config("json", e.to_string()))?;
+        let text =
+            serde_json::to_string(value).map_err(|e| Error::config("json", e.to_string()))?;
         self.ws_send_text(id, text)
     }
 
@@ -516,7 +527,12 @@ impl Server {
 
     /// Sends `message` to every open connection of `path` except `except`; returns how many
     /// it was sent to.
-    pub fn ws_broadcast(&mut self, path: &str, message: impl Into<WsMessage>, except: Option<WsId>) -> usize {
+    pub fn ws_broadcast(
+        &mut self,
+        path: &str,
+        message: impl Into<WsMessage>,
+        except: Option<WsId>,
+    ) -> usize {
         let Some(route) = self.ws_routes.iter().position(|r| r.path == path) else {
             return 0;
         };
@@ -566,7 +582,12 @@ impl Server {
     }
 
     /// Sends `message` to every member of `room` except `except`; returns how many.
-    pub fn ws_broadcast_room(&mut self, room: &str, message: impl Into<WsMessage>, except: Option<WsId>) -> usize {
+    pub fn ws_broadcast_room(
+        &mut self,
+        room: &str,
+        message: impl Into<WsMessage>,
+        except: Option<WsId>,
+    ) -> usize {
         let ids: Vec<WsId> = self
             .ws_room(room)
             .into_iter()
@@ -588,7 +609,10 @@ impl Server {
 
     /// The application data of a connection, if set and of type `T`.
     pub fn ws_data<T: std::any::Any>(&self, id: WsId) -> Option<&T> {
-        let c = self.conns.get(id.conn as usize).filter(|c| c.gen == id.gen)?;
+        let c = self
+            .conns
+            .get(id.conn as usize)
+            .filter(|c| c.gen == id.gen)?;
         match &c.phase {
             Phase::WebSocket(ws) => ws.data.as_ref()?.downcast_ref(),
             _ => None,
@@ -682,7 +706,13 @@ impl Server {
         let result = if handshake_late {
             Err(ws::refuse_timeout())
         } else {
-            ws::handshake(&self.ws_routes, &head.method, head.version, head.uri.path(), &head.headers)
+            ws::handshake(
+                &self.ws_routes,
+                &head.method,
+                head.version,
+                head.uri.path(),
+                &head.headers,
+            )
         };
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -705,7 +735,8 @@ impl Server {
             ),
             Err(refusal) => (refusal, None, false),
         };
-        self.metrics.record_response(response.status(), Duration::ZERO);
+        self.metrics
+            .record_response(response.status(), Duration::ZERO);
         c.slots.push_back(Slot {
             seq,
             head_request: false,
@@ -756,7 +787,8 @@ impl Server {
                                 let (code, reason) = frame
                                     .map(|f| (u16::from(f.code), f.reason.as_str().to_string()))
                                     .unwrap_or((1005, String::new()));
-                                self.ws_events.push_back(WsEvent::Close { id, code, reason });
+                                self.ws_events
+                                    .push_back(WsEvent::Close { id, code, reason });
                             }
                             if ws.close_sent.is_none() {
                                 ws.close_sent = Some(self.now);
@@ -1478,6 +1510,18 @@ impl Server {
     }
 
     fn complete(&mut self, key: usize, head: Head, body: RequestBody) {
+        if let Some(limit) = self.rate_limit.as_mut() {
+            let Some(c) = self.conns.get(key) else { return };
+            let client = limit.key(c.peer.ip(), &head.headers);
+            // WebSocket upgrades count like any request.
+            if let crate::ratelimit::Decision::Limited { retry_after } =
+                limit.check(client, self.now)
+            {
+                let resp = limit.refusal(retry_after);
+                self.answer_now(key, &head, resp);
+                return;
+            }
+        }
         if !self.ws_routes.is_empty() && ws::is_websocket_upgrade(&head.headers) {
             self.upgrade_websocket(key, head);
             return;
@@ -1522,6 +1566,44 @@ impl Server {
             received_at: self.now,
             inner: req,
         });
+    }
+
+    /// Answers a request on the server's behalf (429), keeping the connection's keep-alive
+    /// rules, in order behind the responses queued before it.
+    fn answer_now(&mut self, key: usize, head: &Head, resp: http::Response<Body>) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.served += 1;
+        let keep_alive = head.keep_alive
+            && self.config.keep_alive
+            && c.served < self.config.max_requests_per_connection
+            && self.draining.is_none();
+        if !keep_alive {
+            c.phase = Phase::Done;
+        }
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        self.metrics.request_received();
+        self.metrics.record_response(resp.status(), Duration::ZERO);
+        c.slots.push_back(Slot {
+            seq,
+            head_request: head.method == http::Method::HEAD,
+            version: head.version,
+            keep_alive,
+            handed_out: false,
+            received: self.now,
+            response: Some(resp),
+            upgrade: None,
+        });
+        if c.slots.len() == 1 {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Client addresses the rate limiter currently tracks (bounded: idle ones are purged).
+    pub fn rate_limit_keys(&self) -> usize {
+        self.rate_limit.as_ref().map_or(0, |r| r.tracked())
     }
 
     /// Answers a bad request with its status after the responses queued before it, then closes.
@@ -1611,7 +1693,8 @@ impl Server {
                         gen: c.gen,
                     };
                     let config = &self.ws_routes[up.route].config;
-                    c.phase = Phase::WebSocket(Box::new(WsConn::new(id, up.route, config, self.now)));
+                    c.phase =
+                        Phase::WebSocket(Box::new(WsConn::new(id, up.route, config, self.now)));
                     self.ws_events.push_back(WsEvent::Connect {
                         id,
                         path: self.ws_routes[up.route].path.clone(),
@@ -1922,7 +2005,9 @@ impl Server {
             if ws.close_sent.is_some() {
                 self.metrics.connection_timed_out();
                 self.close_conn(key);
-            } else if c.out_pos < c.out.len() && c.last_write + self.config.write_timeout <= self.now {
+            } else if c.out_pos < c.out.len()
+                && c.last_write + self.config.write_timeout <= self.now
+            {
                 self.metrics.connection_timed_out();
                 self.close_conn(key);
             } else if ws.ping_sent.is_some() {
