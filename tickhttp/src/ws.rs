@@ -132,7 +132,10 @@ impl WebSocketConfig {
         positive("write_buffer_size", self.write_buffer_size > 0)?;
         positive("max_write_buffer", self.max_write_buffer > 0)?;
         if self.allowed_origins.is_empty() {
-            return Err(Error::config("allowed_origins", "allowedOrigins cannot be empty"));
+            return Err(Error::config(
+                "allowed_origins",
+                "allowedOrigins cannot be empty",
+            ));
         }
         if self.enable_compression {
             return Err(Error::config(
@@ -142,7 +145,10 @@ impl WebSocketConfig {
         }
         for p in &self.sub_protocols {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-                return Err(Error::config("sub_protocols", format!("invalid subprotocol {p:?}")));
+                return Err(Error::config(
+                    "sub_protocols",
+                    format!("invalid subprotocol {p:?}"),
+                ));
             }
         }
         Ok(())
@@ -303,7 +309,10 @@ pub(crate) fn handshake(
     headers: &HeaderMap,
 ) -> Result<Accepted, Response<Body>> {
     let Some(route) = routes.iter().position(|r| r.path == path) else {
-        return Err(refuse(StatusCode::NOT_FOUND, "WebSocket endpoint not found\n"));
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "WebSocket endpoint not found\n",
+        ));
     };
     let config = &routes[route].config;
     if method != Method::GET || version != Version::HTTP_11 {
@@ -317,15 +326,23 @@ pub(crate) fn handshake(
         .iter()
         .any(|v| list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
     if !connection_upgrade {
-        return Err(refuse(StatusCode::BAD_REQUEST, "missing Connection: upgrade\n"));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "missing Connection: upgrade\n",
+        ));
     }
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     if !version_ok {
-        let mut r = refuse(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version\n");
-        r.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        let mut r = refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version\n",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return Err(r);
     }
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
@@ -348,7 +365,11 @@ pub(crate) fn handshake(
     let protocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
-        .flat_map(|v| list_tokens(v.as_bytes()).map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .flat_map(|v| {
+            list_tokens(v.as_bytes())
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
         .find_map(|p| {
             config
                 .sub_protocols
@@ -379,7 +400,10 @@ pub(crate) fn handshake(
 
 /// The upgrade request's head took longer than the route's handshake timeout.
 pub(crate) fn refuse_timeout() -> Response<Body> {
-    refuse(StatusCode::REQUEST_TIMEOUT, "WebSocket handshake timed out\n")
+    refuse(
+        StatusCode::REQUEST_TIMEOUT,
+        "WebSocket handshake timed out\n",
+    )
 }
 
 fn key_is_valid(key: &[u8]) -> bool {

@@ -59,7 +59,9 @@ fn ws_server(ws_config: WebSocketConfig, shutdown_after: Option<Duration>) -> Ws
             }
             while let Some(ev) = server.next_ws_event() {
                 let line = match &ev {
-                    WsEvent::Connect { path, protocol, .. } => format!("connect {path} {protocol:?}"),
+                    WsEvent::Connect { path, protocol, .. } => {
+                        format!("connect {path} {protocol:?}")
+                    }
                     WsEvent::Text { text, .. } => format!("text {}", text.len()),
                     WsEvent::Binary { data, .. } => format!("binary {}", data.len()),
                     WsEvent::Pong { .. } => "pong".to_string(),
@@ -78,7 +80,9 @@ fn ws_server(ws_config: WebSocketConfig, shutdown_after: Option<Duration>) -> Ws
                         } else if text == "close-me" {
                             server.ws_close(id, 4000, "asked").unwrap();
                         } else if text == "json" {
-                            server.ws_send_json(id, &serde_json::json!({"ok": true})).unwrap();
+                            server
+                                .ws_send_json(id, &serde_json::json!({"ok": true}))
+                                .unwrap();
                         } else if text == "big" {
                             server.ws_send_text(id, "x".repeat(200_000)).unwrap();
                         } else {
@@ -106,7 +110,9 @@ type Client = tungstenite::WebSocket<TcpStream>;
 
 fn client(addr: SocketAddr, path: &str) -> Client {
     let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let (ws, resp) = tungstenite::client(format!("ws://{addr}{path}"), stream).unwrap();
     assert_eq!(resp.status(), 101);
     ws
@@ -131,7 +137,8 @@ fn echoes_text_binary_and_json() {
     assert_eq!(c.read().unwrap().len(), 200_000);
     c.close(None).unwrap();
     while c.read().is_ok() {}
-    assert!(wait_until(Duration::from_secs(2), || events_of(&s).contains(&"close 1005".to_string())));
+    assert!(wait_until(Duration::from_secs(2), || events_of(&s)
+        .contains(&"close 1005".to_string())));
 }
 
 #[test]
@@ -148,7 +155,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     let mut buf = Vec::new();
     let resp = read_response(&mut raw, &mut buf, true).unwrap();
     assert_eq!(resp.status, 101);
-    assert_eq!(resp.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        resp.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     while buf.len() < 4 {
         assert!(fill(&mut raw, &mut buf));
     }
@@ -178,7 +188,10 @@ fn bad_handshakes_get_their_status() {
         }
     }
     // Plain HTTP on the same server still works.
-    assert_eq!(exchange(s.addr, get("/ws").as_bytes()).text(), "plain http\n");
+    assert_eq!(
+        exchange(s.addr, get("/ws").as_bytes()).text(),
+        "plain http\n"
+    );
 }
 
 #[test]
@@ -193,8 +206,14 @@ fn origin_allowlist_and_subprotocols() {
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\
 Sec-WebSocket-Protocol: {protocols}\r\n\r\n")
     };
-    assert_eq!(exchange(s.addr, req("https://evil.example", "chat.v1").as_bytes()).status, 403);
-    let ok = exchange(s.addr, req("https://good.example", "other, chat.v1, chat.v2").as_bytes());
+    assert_eq!(
+        exchange(s.addr, req("https://evil.example", "chat.v1").as_bytes()).status,
+        403
+    );
+    let ok = exchange(
+        s.addr,
+        req("https://good.example", "other, chat.v1, chat.v2").as_bytes(),
+    );
     assert_eq!(ok.status, 101);
     // The client's order of preference wins among supported protocols.
     assert_eq!(ok.header("sec-websocket-protocol"), Some("chat.v1"));
@@ -222,7 +241,8 @@ fn limits_and_protocol_errors_close_with_their_codes() {
 
     // Invalid UTF-8 in a text frame (raw, masked with a zero key).
     let mut raw = raw_ws(s.addr);
-    raw.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]).unwrap();
+    raw.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .unwrap();
     assert_eq!(read_close_code(&mut raw), 1007);
 
     // An unmasked client frame.
@@ -235,18 +255,26 @@ fn limits_and_protocol_errors_close_with_their_codes() {
     raw.write_all(&[0xc1, 0x80, 0, 0, 0, 0]).unwrap();
     assert_eq!(read_close_code(&mut raw), 1002);
 
-    assert!(wait_until(Duration::from_secs(2), || {
-        let e = events_of(&s);
-        ["close 1009", "close 1007", "close 1002"].iter().all(|c| e.contains(&c.to_string()))
-    }), "{:?}", events_of(&s));
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            let e = events_of(&s);
+            ["close 1009", "close 1007", "close 1002"]
+                .iter()
+                .all(|c| e.contains(&c.to_string()))
+        }),
+        "{:?}",
+        events_of(&s)
+    );
 }
 
 fn raw_ws(addr: SocketAddr) -> TcpStream {
     let mut raw = TcpStream::connect(addr).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    raw.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        .unwrap();
+    raw.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut raw, &mut buf, true).unwrap().status, 101);
     assert!(buf.is_empty());
@@ -292,10 +320,16 @@ fn close_fires_for_drops_server_closes_and_shutdown() {
         other => panic!("{other:?}"),
     }
     let _ = c3.close(None);
-    assert!(wait_until(Duration::from_secs(3), || {
-        let e = events_of(&s);
-        e.contains(&"close 1006".to_string()) && e.contains(&"close 4000".to_string()) && e.contains(&"close 1001".to_string())
-    }), "{:?}", events_of(&s));
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let e = events_of(&s);
+            e.contains(&"close 1006".to_string())
+                && e.contains(&"close 4000".to_string())
+                && e.contains(&"close 1001".to_string())
+        }),
+        "{:?}",
+        events_of(&s)
+    );
 }
 
 #[test]
@@ -306,7 +340,9 @@ fn pings_are_sent_and_pong_timeouts_close() {
     let s = ws_server(cfg, None);
     // tungstenite answers pings while reading.
     let mut c = client(s.addr, "/ws");
-    c.get_mut().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    c.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let start = std::time::Instant::now();
     let mut pings = 0;
     while start.elapsed() < Duration::from_millis(900) {
@@ -330,7 +366,11 @@ fn rooms_broadcast_to_members_only() {
     let mut a = client(s.addr, "/chat");
     let mut b = client(s.addr, "/chat");
     let mut outsider = client(s.addr, "/ws");
-    assert!(wait_until(Duration::from_secs(2), || events_of(&s).iter().filter(|e| e.starts_with("connect")).count() == 3));
+    assert!(wait_until(Duration::from_secs(2), || events_of(&s)
+        .iter()
+        .filter(|e| e.starts_with("connect"))
+        .count()
+        == 3));
     a.send(Message::text("say hi all")).unwrap();
     assert_eq!(b.read().unwrap(), Message::text("hi all"));
     outsider.send(Message::text("ping?")).unwrap();
