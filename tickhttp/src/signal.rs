@@ -71,3 +71,56 @@ pub fn shutdown_on_signals(server: &mut Server, deadline: Duration) -> Result<So
     }
     server.add_event_source(Box::new(SignalPipe { read, deadline }))
 }
+
+struct ReloadPipe {
+    read: UnixStream,
+}
+
+impl EventSource for ReloadPipe {
+    fn raw_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    fn on_ready(&mut self, server: &mut Server) {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !got {
+            return;
+        }
+        let Some(tls) = server.config().tls.clone() else {
+            tracing::info!("SIGHUP: nothing to reload (TLS is off)");
+            return;
+        };
+        match tls.reload() {
+            Ok(fresh) => {
+                server.set_tls(Some(fresh));
+                tracing::info!("SIGHUP: TLS certificates reloaded; open connections keep theirs");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
+            }
+        }
+    }
+}
+
+/// Makes SIGHUP re-read the TLS certificate and key files. New connections get the new
+/// certificates; open connections are not dropped. A failed reload keeps the old ones.
+pub fn reload_tls_on_hup(server: &mut Server) -> Result<SourceId, Error> {
+    let (read, write) = UnixStream::pair().map_err(|e| Error::io("creating the signal pipe", e))?;
+    read.set_nonblocking(true)
+        .map_err(|e| Error::io("creating the signal pipe", e))?;
+    write
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("creating the signal pipe", e))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write)
+        .map_err(|e| Error::io("installing a signal handler", e))?;
+    server.add_event_source(Box::new(ReloadPipe { read }))
+}
