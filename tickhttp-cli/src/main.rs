@@ -1,6 +1,7 @@
 //! The `tickhttp` command.
 
 mod demo;
+mod pool;
 
 // A faster allocator for the many small, short-lived allocations of request handling.
 #[cfg(feature = "mimalloc")]
@@ -33,6 +34,12 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Mode {
+    /// A worker pool, centralized where descriptor passing works, else shared-socket.
+    Auto,
+    /// A worker pool; each worker accepts on its own SO_REUSEPORT listener.
+    Shared,
+    /// A worker pool; the master accepts and hands connections to the workers.
+    Centralized,
     /// One process, no pool.
     Single,
 }
@@ -43,7 +50,7 @@ struct ServeArgs {
     #[arg(long, default_value = tickhttp::config::defaults::LISTEN)]
     listen: SocketAddr,
     /// Process architecture.
-    #[arg(long, value_enum, default_value_t = Mode::Single)]
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
     /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
@@ -63,6 +70,8 @@ struct ServeArgs {
     /// Seconds allowed for a request head.
     #[arg(long, default_value_t = tickhttp::config::defaults::HEADER_TIMEOUT.as_secs())]
     header_timeout: u64,
+    #[command(flatten)]
+    pool: pool::PoolArgs,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +122,15 @@ fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
             demo::run(&mut server)?;
             tracing::info!(outcome = ?server.shutdown_outcome(), "stopped");
             Ok(())
+        }
+        Mode::Auto | Mode::Shared | Mode::Centralized => {
+            let architecture = match args.mode {
+                Mode::Shared => tickhttp::pool::Architecture::Shared,
+                Mode::Centralized => tickhttp::pool::Architecture::Centralized,
+                _ => tickhttp::pool::Architecture::Auto,
+            };
+            let timeout = Duration::from_secs(args.shutdown_timeout);
+            pool::serve(architecture, config, timeout, args.pool)
         }
     }
 }

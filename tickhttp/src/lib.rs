@@ -36,7 +36,7 @@
 //!     }
 //! }
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod body;
@@ -44,6 +44,7 @@ pub mod config;
 pub mod error;
 pub mod form;
 pub mod fs;
+pub mod pool;
 pub mod proto;
 pub mod ratelimit;
 pub mod request;

@@ -1,0 +1,763 @@
+//! The pre-fork worker pool: one master process supervising N worker processes, each running
+//! the application against its own [`Server`].
+//!
+//! ```text
+//!   shared-socket                           centralized
+//!   ─────────────                           ───────────
+//!   master: supervises only                 master: accept ─▶ bounded queue ─▶ balancer
+//!                                                   │ (full: 503 at once)       │
+//!   worker k: own SO_REUSEPORT listener            SCM_RIGHTS + client address, accept time
+//!     (the kernel spreads connections)              ▼                           ▼
+//!                                           worker k: Server ◀── fd ── control socket ──▶
+//!                                                     "opened/closed" load reports
+//! ```
+//!
+//! # Use
+//!
+//! ```no_run
+//! use tickhttp::pool::{Architecture, WorkerPool, Workers};
+//! use tickhttp::{Server, ServerConfig};
+//!
+//! let pool = WorkerPool::builder()
+//!     .workers(Workers::Auto)
+//!     .architecture(Architecture::Auto)
+//!     .server_config(ServerConfig::default().listen("127.0.0.1:8080".parse().unwrap()))
+//!     .event_driven(|_worker_id: u32, server: &mut Server| {
+//!         while server.is_running() {
+//!             server.wait(None)?;
+//!             while let Some(req) = server.get_request() {
+//!                 server.respond(req.id(), http::Response::new("hello".into()))?;
+//!             }
+//!         }
+//!         Ok(())
+//!     })
+//!     .build()?; // validates and binds: every misuse is reported here, before any fork
+//! println!("{} on {}", pool.architecture(), pool.local_addr());
+//! pool.run()?; // blocks until SIGTERM, SIGINT or SIGQUIT has stopped every worker
+//! # Ok::<(), tickhttp::Error>(())
+//! ```
+//!
+//! # Contract
+//!
+//! - **Fork.** The master forks, so it must be single-threaded: [`WorkerPool::run`] refuses
+//!   (with an error saying so) while the process has another thread. Anything created before
+//!   `run` is inherited by every worker (copy-on-write); create threads, runtimes and
+//!   connections to other services inside the worker instead.
+//! - **Worker ids** are stable per slot: `1..=N`, kept across restarts.
+//! - **Supervision.** A worker reports ready once its server is built. Any death is followed
+//!   by a restart after `restart_delay`, doubled for each further death within
+//!   `crash_window`, up to `restart_delay_max`; a slot that dies `crash_limit` times within
+//!   `crash_window` stops restarting, is logged and shown as `failed`, and the others keep
+//!   serving. Workers get `SIGTERM` when the master dies (parent-death signal) and drain.
+//! - **Signals** (nginx and unicorn conventions): `SIGTERM` and `SIGINT` stop accepting, let
+//!   workers finish requests in flight for up to `shutdown_timeout`, then `SIGKILL` what is
+//!   left; `SIGQUIT` does the same without a kill deadline unless `quit_timeout` is set. The
+//!   master never waits without a bound other than that, and [`WorkerPool::run`] returns
+//!   `Ok` after a signal-initiated stop. An event-driven worker sees the stop through its
+//!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained).
+//! - **Load reports.** With least-connections (and sticky, which falls back to it), a worker
+//!   reports its open connections to the master each time one opens or closes; the master
+//!   adds the connections it sent that the worker has not yet acknowledged, so its view is
+//!   exact between reports. Every worker also sends a report each second.
+
+mod balancer;
+mod ipc;
+mod master;
+mod metrics;
+mod status;
+mod sys;
+mod worker;
+
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::{ConnectionMeta, Request, Server, ServerConfig};
+
+pub use metrics::{ExitReason, PoolMetrics, WorkerMetrics, WorkerState};
+
+/// The pool's defaults, one place, one reason each.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// The reference system's `restartDelay`: long enough not to spin, short enough to matter.
+    pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+    /// Backoff cap: a crashing slot retries at least twice a minute until the breaker trips.
+    pub const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+    /// Deaths within [`CRASH_WINDOW`] that stop a slot from restarting (systemd's
+    /// `StartLimitBurst` is 5).
+    pub const CRASH_LIMIT: u32 = 5;
+    /// The window of [`CRASH_LIMIT`] (systemd's `StartLimitIntervalSec` is 10 s; with our
+    /// backoff, 5 deaths take at least 15 s, so the window is longer).
+    pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+    /// `SIGTERM`/`SIGINT` drain time before `SIGKILL` (puma and gunicorn use 30 s; a demo
+    /// server should stop sooner).
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The reference system's `maxQueueSize` (it hard-coded the same number).
+    pub const MAX_QUEUE: usize = 1000;
+    /// A connection waiting longer than this for a free worker gets a 503 (a fast failure
+    /// beats a client timeout; php-fpm users have asked for this since 2013).
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// A worker that has not reported ready by then is killed and restarted (puma's
+    /// `worker_boot_timeout` is 60 s; our workers only build a server).
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Worker count when the CPUs available cannot be determined (the reference's fallback).
+    pub const AUTO_WORKERS_FALLBACK: usize = 4;
+    /// The reference system's limit.
+    pub const MAX_WORKERS: usize = 1024;
+    /// Largest accepted value for the queue size: beyond this the queue only hides overload.
+    pub const MAX_QUEUE_LIMIT: usize = 1_000_000;
+    /// Period of the workers' stats report (also their liveness signal).
+    pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+    /// Time a worker gets, past the drain deadline, to close and exit before `SIGKILL`.
+    pub const KILL_GRACE: Duration = Duration::from_secs(1);
+    /// Longest configurable timeout or delay (keeps deadline arithmetic far from overflow).
+    pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+}
+
+/// How many workers to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per CPU available to this process: affinity mask and cgroup CPU quota respected
+    /// (`std::thread::available_parallelism`), [`defaults::AUTO_WORKERS_FALLBACK`] if unknown.
+    #[default]
+    Auto,
+    /// Exactly this many (1 to 1024).
+    Count(usize),
+}
+
+impl Workers {
+    /// The number this resolves to on this machine.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(defaults::AUTO_WORKERS_FALLBACK)
+                .clamp(1, defaults::MAX_WORKERS),
+        }
+    }
+}
+
+impl FromStr for Workers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Workers::Auto);
+        }
+        s.parse()
+            .map(Workers::Count)
+            .map_err(|_| format!("expected a number of workers or \"auto\", got {s:?}"))
+    }
+}
+
+/// How connections reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Centralized where descriptor passing works here (checked by trying it), else shared
+    /// socket: the reference's `MasterFactory`, minus its guessing.
+    #[default]
+    Auto,
+    /// Each worker accepts on its own `SO_REUSEPORT` listener; the kernel spreads connections
+    /// by address hash. No master on the data path; the fastest for keep-alive traffic.
+    Shared,
+    /// The master accepts, queues (bounded) and hands each connection to the worker the
+    /// balancer picks, with its client address and accept time.
+    Centralized,
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Architecture::Auto => "auto",
+            Architecture::Shared => "shared-socket",
+            Architecture::Centralized => "centralized",
+        })
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Architecture::Auto),
+            "shared" | "shared-socket" => Ok(Architecture::Shared),
+            "centralized" => Ok(Architecture::Centralized),
+            _ => Err(format!("expected auto, shared or centralized, got {s:?}")),
+        }
+    }
+}
+
+/// How the centralized master picks a worker for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BalancerKind {
+    /// Each worker in turn.
+    RoundRobin,
+    /// The worker with the fewest open connections, from live worker reports.
+    #[default]
+    LeastConnections,
+    /// Shares by [`PoolBuilder::weights`] (smooth weighted round-robin).
+    Weighted,
+    /// A client address keeps its worker while that worker lives; new clients go to the
+    /// least-loaded worker.
+    Sticky,
+}
+
+impl fmt::Display for BalancerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BalancerKind::RoundRobin => "round-robin",
+            BalancerKind::LeastConnections => "least-connections",
+            BalancerKind::Weighted => "weighted",
+            BalancerKind::Sticky => "sticky",
+        })
+    }
+}
+
+impl FromStr for BalancerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "round-robin" => Ok(BalancerKind::RoundRobin),
+            "least-connections" => Ok(BalancerKind::LeastConnections),
+            "weighted" => Ok(BalancerKind::Weighted),
+            "sticky" => Ok(BalancerKind::Sticky),
+            _ => Err(format!(
+                "expected round-robin, least-connections, weighted or sticky, got {s:?}"
+            )),
+        }
+    }
+}
+
+/// An application that owns its loop: `run` is called once per worker with that worker's
+/// [`Server`] and should poll it until `server.is_running()` turns false (after a graceful
+/// stop). Returning earlier ends the worker, which the master then restarts.
+pub trait EventDrivenWorker {
+    /// Runs the application in worker `worker_id`.
+    fn run(&mut self, worker_id: u32, server: &mut Server) -> Result<(), Error>;
+}
+
+impl<F> EventDrivenWorker for F
+where
+    F: FnMut(u32, &mut Server) -> Result<(), Error>,
+{
+    fn run(&mut self, worker_id: u32, server: &mut Server) -> Result<(), Error> {
+        self(worker_id, server)
+    }
+}
+
+/// Called once per connection with the connected socket (blocking mode) and its metadata, as
+/// in the reference. The worker handles one connection at a time; use the event-driven mode
+/// for concurrency within a worker.
+pub trait WorkerCallback {
+    /// Handles one connection in worker `worker_id`; the socket closes when dropped.
+    fn handle(&mut self, worker_id: u32, stream: TcpStream, meta: ConnectionMeta);
+}
+
+impl<F> WorkerCallback for F
+where
+    F: FnMut(u32, TcpStream, ConnectionMeta),
+{
+    fn handle(&mut self, worker_id: u32, stream: TcpStream, meta: ConnectionMeta) {
+        self(worker_id, stream, meta)
+    }
+}
+
+/// Answers one request; tickhttp's own loop calls it for every request of the worker. The
+/// handler may answer later (from a task or a [`Responder`](crate::Responder)).
+pub trait RequestHandler {
+    /// Handles `request`.
+    fn handle(&mut self, server: &mut Server, request: Request) -> Result<(), Error>;
+}
+
+impl<F> RequestHandler for F
+where
+    F: FnMut(&mut Server, Request) -> Result<(), Error>,
+{
+    fn handle(&mut self, server: &mut Server, request: Request) -> Result<(), Error> {
+        self(server, request)
+    }
+}
+
+/// What each worker runs.
+pub(crate) enum WorkerApp {
+    EventDriven(Box<dyn EventDrivenWorker>),
+    Callback(Box<dyn WorkerCallback>),
+    Handler(Box<dyn RequestHandler>),
+}
+
+impl WorkerApp {
+    fn name(&self) -> &'static str {
+        match self {
+            WorkerApp::EventDriven(_) => "event-driven",
+            WorkerApp::Callback(_) => "callback",
+            WorkerApp::Handler(_) => "request handler",
+        }
+    }
+}
+
+/// Configures a [`WorkerPool`]; [`build`](PoolBuilder::build) validates and binds.
+#[must_use]
+pub struct PoolBuilder {
+    workers: Workers,
+    architecture: Architecture,
+    balancer: Option<BalancerKind>,
+    weights: Vec<u32>,
+    server_config: ServerConfig,
+    max_queue: usize,
+    queue_timeout: Duration,
+    restart_delay: Duration,
+    restart_delay_max: Duration,
+    crash_limit: u32,
+    crash_window: Duration,
+    shutdown_timeout: Duration,
+    quit_timeout: Option<Duration>,
+    ready_timeout: Duration,
+    status_listen: Option<SocketAddr>,
+    app: Option<WorkerApp>,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("workers", &self.workers)
+            .field("architecture", &self.architecture)
+            .field("balancer", &self.balancer)
+            .field("listen", &self.server_config.listen)
+            .field("app", &self.app.as_ref().map(WorkerApp::name))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolBuilder {
+    fn new() -> Self {
+        PoolBuilder {
+            workers: Workers::Auto,
+            architecture: Architecture::Auto,
+            balancer: None,
+            weights: Vec::new(),
+            server_config: ServerConfig::default(),
+            max_queue: defaults::MAX_QUEUE,
+            queue_timeout: defaults::QUEUE_TIMEOUT,
+            restart_delay: defaults::RESTART_DELAY,
+            restart_delay_max: defaults::RESTART_DELAY_MAX,
+            crash_limit: defaults::CRASH_LIMIT,
+            crash_window: defaults::CRASH_WINDOW,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            quit_timeout: None,
+            ready_timeout: defaults::READY_TIMEOUT,
+            status_listen: None,
+            app: None,
+        }
+    }
+
+    /// Worker count (default: [`Workers::Auto`]).
+    pub fn workers(mut self, workers: Workers) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Architecture (default: [`Architecture::Auto`]).
+    pub fn architecture(mut self, architecture: Architecture) -> Self {
+        self.architecture = architecture;
+        self
+    }
+
+    /// Balancer for centralized mode (default: least-connections). Asking for one with
+    /// [`Architecture::Shared`] is an error: the kernel balances there.
+    pub fn balancer(mut self, balancer: BalancerKind) -> Self {
+        self.balancer = Some(balancer);
+        self
+    }
+
+    /// Per-worker weights for [`BalancerKind::Weighted`], one per worker, each 1 to 1000.
+    pub fn weights(mut self, weights: Vec<u32>) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// The configuration of every worker's [`Server`]; its `listen` address and `backlog`
+    /// are the pool's.
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.server_config = config;
+        self
+    }
+
+    /// Listen backlog (shortcut for the server configuration's `backlog`).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.server_config.backlog = backlog;
+        self
+    }
+
+    /// Connections the centralized master holds while no worker can take them; beyond
+    /// this, new connections get a 503 at once (default 1000).
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = max_queue;
+        self
+    }
+
+    /// Longest wait in that queue before a 503 (default 5 s).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// Delay before restarting a dead worker (default 1 s), doubled for each further death
+    /// within the crash window.
+    pub fn restart_delay(mut self, delay: Duration) -> Self {
+        self.restart_delay = delay;
+        self
+    }
+
+    /// Cap of the restart backoff (default 30 s).
+    pub fn restart_delay_max(mut self, delay: Duration) -> Self {
+        self.restart_delay_max = delay;
+        self
+    }
+
+    /// Crash-loop breaker: a slot whose worker dies `limit` times within `window` stops
+    /// restarting (default 5 in 60 s).
+    pub fn crash_limit(mut self, limit: u32, window: Duration) -> Self {
+        self.crash_limit = limit;
+        self.crash_window = window;
+        self
+    }
+
+    /// How long `SIGTERM`/`SIGINT` let workers finish requests in flight before `SIGKILL`
+    /// (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Kill deadline for `SIGQUIT`; `None` (the default) waits for requests in flight however
+    /// long they take.
+    pub fn quit_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.quit_timeout = timeout;
+        self
+    }
+
+    /// How long a new worker may take to report ready (default 30 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Serves the master's metrics on this address (`GET /` JSON, `GET /metrics`
+    /// Prometheus text), from the master itself.
+    pub fn status_listen(mut self, addr: SocketAddr) -> Self {
+        self.status_listen = Some(addr);
+        self
+    }
+
+    /// Runs `app` in each worker (event-driven mode).
+    pub fn event_driven(mut self, app: impl EventDrivenWorker + 'static) -> Self {
+        self.app = Some(WorkerApp::EventDriven(Box::new(app)));
+        self
+    }
+
+    /// Calls `callback` for each connection (callback mode).
+    pub fn callback(mut self, callback: impl WorkerCallback + 'static) -> Self {
+        self.app = Some(WorkerApp::Callback(Box::new(callback)));
+        self
+    }
+
+    /// Calls `handler` for each request, from tickhttp's own loop.
+    pub fn handler(mut self, handler: impl RequestHandler + 'static) -> Self {
+        self.app = Some(WorkerApp::Handler(Box::new(handler)));
+        self
+    }
+
+    /// Validates the configuration, picks the architecture and binds the listening
+    /// socket(s). Every misuse is reported here, before anything forks.
+    pub fn build(self) -> Result<WorkerPool, Error> {
+        let app = self.app.ok_or_else(|| {
+            Error::config(
+                "worker",
+                "no worker given: call event_driven(), handler() or callback() on the builder",
+            )
+        })?;
+        let workers = self.workers.resolve();
+        if workers == 0 {
+            return Err(Error::config(
+                "workers",
+                "must be at least 1, got 0 (use \"auto\" for one per CPU)",
+            ));
+        }
+        if workers > defaults::MAX_WORKERS {
+            return Err(Error::config(
+                "workers",
+                format!("must be at most {}, got {workers}", defaults::MAX_WORKERS),
+            ));
+        }
+        self.server_config.validate()?;
+        if self.server_config.backlog > 65_535 {
+            return Err(Error::config(
+                "backlog",
+                format!(
+                    "must be at most 65535, got {} (the kernel caps it at net.core.somaxconn)",
+                    self.server_config.backlog
+                ),
+            ));
+        }
+        if self.max_queue == 0 || self.max_queue > defaults::MAX_QUEUE_LIMIT {
+            return Err(Error::config(
+                "max_queue",
+                format!(
+                    "must be from 1 to {}, got {}",
+                    defaults::MAX_QUEUE_LIMIT,
+                    self.max_queue
+                ),
+            ));
+        }
+        if self.crash_limit == 0 {
+            return Err(Error::config(
+                "crash_limit",
+                "must be at least 1 (deaths within the crash window before a slot stops restarting)",
+            ));
+        }
+        for (option, value) in [
+            ("queue_timeout", self.queue_timeout),
+            ("restart_delay", self.restart_delay),
+            ("restart_delay_max", self.restart_delay_max),
+            ("crash_window", self.crash_window),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("ready_timeout", self.ready_timeout),
+        ]
+        .into_iter()
+        .chain(self.quit_timeout.map(|t| ("quit_timeout", t)))
+        {
+            if value > defaults::MAX_DURATION {
+                return Err(Error::config(
+                    option,
+                    format!("must be at most 30 days, got {value:?}"),
+                ));
+            }
+        }
+        for (option, value) in [
+            ("queue_timeout", self.queue_timeout),
+            ("crash_window", self.crash_window),
+            ("ready_timeout", self.ready_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(option, "must be greater than zero"));
+            }
+        }
+        if self.restart_delay > self.restart_delay_max {
+            return Err(Error::config(
+                "restart_delay",
+                format!(
+                    "must not exceed restart_delay_max ({:?}), got {:?}",
+                    self.restart_delay_max, self.restart_delay
+                ),
+            ));
+        }
+        if self.architecture == Architecture::Shared && self.balancer.is_some() {
+            return Err(Error::config(
+                "balancer",
+                "balancers apply to the centralized architecture only; in shared-socket mode \
+                 the kernel spreads connections over the workers' listeners",
+            ));
+        }
+        let balancer = self.balancer.unwrap_or_default();
+        if balancer == BalancerKind::Weighted {
+            if self.weights.len() != workers {
+                return Err(Error::config(
+                    "weights",
+                    format!(
+                        "the weighted balancer needs one weight per worker: {workers} workers, \
+                         {} weights given",
+                        self.weights.len()
+                    ),
+                ));
+            }
+            if let Some(w) = self.weights.iter().find(|w| !(1..=1000).contains(*w)) {
+                return Err(Error::config(
+                    "weights",
+                    format!("each weight must be from 1 to 1000, got {w}"),
+                ));
+            }
+        } else if !self.weights.is_empty() {
+            return Err(Error::config(
+                "weights",
+                format!("weights apply to the weighted balancer only, not {balancer}"),
+            ));
+        }
+
+        let (architecture, reason) = match self.architecture {
+            Architecture::Shared => (Architecture::Shared, "asked for".to_string()),
+            Architecture::Centralized => {
+                sys::probe_fd_passing().map_err(|why| {
+                    Error::Pool(format!(
+                        "the centralized architecture needs descriptor passing, which fails \
+                         here: {why}; use the shared-socket architecture"
+                    ))
+                })?;
+                (Architecture::Centralized, "asked for".to_string())
+            }
+            Architecture::Auto => match sys::probe_fd_passing() {
+                Ok(()) => (
+                    Architecture::Centralized,
+                    "auto: descriptor passing (SCM_RIGHTS) works here, so the master can \
+                     balance every connection"
+                        .to_string(),
+                ),
+                Err(why) => (
+                    Architecture::Shared,
+                    format!(
+                        "auto: descriptor passing fails here ({why}), so each worker accepts \
+                         on its own SO_REUSEPORT listener"
+                    ),
+                ),
+            },
+        };
+
+        let listen = self.server_config.listen;
+        let backlog = self.server_config.backlog;
+        let mut listeners = Vec::new();
+        let local_addr = match architecture {
+            Architecture::Centralized => {
+                let l = crate::sys::bind_tcp(listen, backlog, false)?;
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| Error::io("reading the listener's address", e))?;
+                listeners.push(l);
+                addr
+            }
+            _ => {
+                // One SO_REUSEPORT listener per slot, bound here so a bad address fails before
+                // any fork, port 0 resolves once for all, and a restarted worker inherits its
+                // slot's accept queue instead of resetting the connections waiting in it.
+                let first = crate::sys::bind_tcp(listen, backlog, true)?;
+                let addr = first
+                    .local_addr()
+                    .map_err(|e| Error::io("reading the listener's address", e))?;
+                listeners.push(first);
+                for _ in 1..workers {
+                    listeners.push(crate::sys::bind_tcp(addr, backlog, true)?);
+                }
+                addr
+            }
+        };
+        let status = match self.status_listen {
+            Some(addr) => Some(crate::sys::bind_tcp(addr, 64, false)?),
+            None => None,
+        };
+        let weights = if self.weights.is_empty() {
+            vec![1; workers]
+        } else {
+            self.weights
+        };
+        Ok(WorkerPool {
+            config: PoolConfig {
+                workers,
+                architecture,
+                reason,
+                balancer,
+                weights,
+                server_config: self.server_config,
+                max_queue: self.max_queue,
+                queue_timeout: self.queue_timeout,
+                restart_delay: self.restart_delay,
+                restart_delay_max: self.restart_delay_max,
+                crash_limit: self.crash_limit,
+                crash_window: self.crash_window,
+                shutdown_timeout: self.shutdown_timeout,
+                quit_timeout: self.quit_timeout,
+                ready_timeout: self.ready_timeout,
+                local_addr,
+            },
+            listeners,
+            status,
+            app,
+        })
+    }
+}
+
+/// The validated settings of a pool.
+pub(crate) struct PoolConfig {
+    pub(crate) workers: usize,
+    pub(crate) architecture: Architecture,
+    pub(crate) reason: String,
+    pub(crate) balancer: BalancerKind,
+    pub(crate) weights: Vec<u32>,
+    pub(crate) server_config: ServerConfig,
+    pub(crate) max_queue: usize,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) restart_delay: Duration,
+    pub(crate) restart_delay_max: Duration,
+    pub(crate) crash_limit: u32,
+    pub(crate) crash_window: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) quit_timeout: Option<Duration>,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) local_addr: SocketAddr,
+}
+
+/// A configured, bound worker pool; [`run`](WorkerPool::run) forks the workers.
+pub struct WorkerPool {
+    config: PoolConfig,
+    listeners: Vec<std::net::TcpListener>,
+    status: Option<std::net::TcpListener>,
+    app: WorkerApp,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.config.workers)
+            .field("architecture", &self.config.architecture)
+            .field("balancer", &self.balancer())
+            .field("local_addr", &self.config.local_addr)
+            .field("app", &self.app.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPool {
+    /// Starts configuring a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// The architecture in use (never `Auto`: resolved by [`PoolBuilder::build`]).
+    pub fn architecture(&self) -> Architecture {
+        self.config.architecture
+    }
+
+    /// Why that architecture: "asked for", or what the automatic choice found.
+    pub fn architecture_reason(&self) -> &str {
+        &self.config.reason
+    }
+
+    /// The balancer, in centralized mode.
+    pub fn balancer(&self) -> Option<BalancerKind> {
+        (self.config.architecture == Architecture::Centralized).then_some(self.config.balancer)
+    }
+
+    /// Number of worker processes.
+    pub fn worker_count(&self) -> usize {
+        self.config.workers
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local_addr
+    }
+
+    /// The bound address of the status endpoint, if any.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Forks the workers and supervises them until a signal stops the pool; returns the final
+    /// metrics. Fails before forking if the process has more than one thread, and later if
+    /// every worker slot tripped its crash-loop breaker.
+    pub fn run(self) -> Result<PoolMetrics, Error> {
+        master::run(self.config, self.listeners, self.status, self.app)
+    }
+}
