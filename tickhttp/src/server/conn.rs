@@ -23,6 +23,8 @@ pub(crate) struct InBuf {
     buf: Vec<u8>,
     pub(crate) start: usize,
     pub(crate) end: usize,
+    /// The last read returned less than the free space: the socket was drained.
+    pub(crate) last_read_short: bool,
 }
 
 impl InBuf {
@@ -31,6 +33,7 @@ impl InBuf {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            last_read_short: false,
         }
     }
 
@@ -63,8 +66,10 @@ impl InBuf {
                 self.buf.resize(self.buf.len() + grow, 0);
             }
         }
+        let space = self.buf.len() - self.end;
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
+        self.last_read_short = n < space;
         Ok(n)
     }
 
@@ -173,6 +178,8 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     pub(crate) tls: Option<Box<rustls::ServerConnection>>,
     pub(crate) accepted: Instant,
+    /// Closing follows an error: drain input before closing so the client reads our answer.
+    pub(crate) must_linger: bool,
 }
 
 /// What one attempt to read request bytes gave.
@@ -208,6 +215,7 @@ impl Conn {
             dirty: false,
             tls: None,
             accepted: now,
+            must_linger: false,
         }
     }
 
