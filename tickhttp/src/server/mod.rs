@@ -1043,6 +1043,13 @@ impl Server {
         }
         self.events = events;
 
+        if self
+            .accept_paused_until
+            .is_some_and(|until| self.now >= until)
+        {
+            // Connections may have queued while accepting was paused: no new edge will come.
+            self.accept_again = true;
+        }
         if self.accept_again {
             self.accept_again = false;
             for i in 0..self.listeners.len() {
@@ -1076,11 +1083,18 @@ impl Server {
     /// Applies everything other threads and tasks handed over, then runs woken tasks (twice at
     /// most per turn, so a task that always wakes itself cannot starve I/O).
     fn drain_hub(&mut self) {
-        for _ in 0..2 {
+        // Tasks run once per pass: a task that wakes itself (yield_now) runs again on the next
+        // pass, which then does not block. What the tasks handed over is applied right after.
+        for round in 0..2 {
             let (woken, streams, responses) = {
                 let mut inner = self.hub.lock();
+                let woken = if round == 0 {
+                    std::mem::take(&mut inner.woken_tasks)
+                } else {
+                    Vec::new()
+                };
                 (
-                    std::mem::take(&mut inner.woken_tasks),
+                    woken,
                     std::mem::take(&mut inner.streams),
                     std::mem::take(&mut inner.responses),
                 )
@@ -1091,14 +1105,14 @@ impl Server {
                 }
             }
             for (key, gen) in streams {
-                if let Some(c) = self.conns.get_mut(key) {
-                    if c.gen == gen && !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(key);
-                    }
+                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    self.mark_dirty(key);
                 }
             }
             if woken.is_empty() {
+                if round == 0 {
+                    continue;
+                }
                 break;
             }
             self.tasks.run(woken);
@@ -1846,6 +1860,9 @@ impl Server {
             }
             return;
         }
+        if let Closing::Lingering(_) = c.closing {
+            return; // already closing; its deadline stands
+        }
         let draining_idle =
             self.draining.is_some() && matches!(c.phase, Phase::Head) && c.input.is_empty();
         if c.closing == Closing::AfterFlush
@@ -1869,6 +1886,9 @@ impl Server {
         };
         if c.peer_eof {
             self.close_conn(key);
+            return;
+        }
+        if let Closing::Lingering(_) = c.closing {
             return;
         }
         if let Some(tls) = c.tls.as_mut() {
