@@ -68,14 +68,6 @@ impl Balancer {
         }
     }
 
-    /// Whether this balancer reads live load, so workers should report every change.
-    pub(crate) fn wants_live_load(&self) -> bool {
-        matches!(
-            self,
-            Balancer::LeastConnections { .. } | Balancer::Sticky { .. }
-        )
-    }
-
     /// Picks a slot among `candidates` (sorted by slot) for a client at `client`.
     pub(crate) fn pick(&mut self, candidates: &[Candidate], client: IpAddr) -> Option<usize> {
         if candidates.is_empty() {

@@ -392,8 +392,7 @@ impl<'a> Master<'a> {
             server_config: self.cfg.server_config.clone(),
             term_deadline: self.cfg.shutdown_timeout,
             quit_deadline: self.cfg.quit_timeout,
-            live_load: self.cfg.architecture == Architecture::Centralized
-                && self.balancer.wants_live_load(),
+            live_load: self.cfg.architecture == Architecture::Centralized,
             signal_mask: self.old_mask,
             app: self.app,
         };

@@ -55,10 +55,11 @@
 //!   master never waits without a bound other than that, and [`WorkerPool::run`] returns
 //!   `Ok` after a signal-initiated stop. An event-driven worker sees the stop through its
 //!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained).
-//! - **Load reports.** With least-connections (and sticky, which falls back to it), a worker
-//!   reports its open connections to the master each time one opens or closes; the master
-//!   adds the connections it sent that the worker has not yet acknowledged, so its view is
-//!   exact between reports. Every worker also sends a report each second.
+//! - **Load reports.** In centralized mode a worker reports its open connections to the
+//!   master each time one opens or closes; the master adds the connections it sent that the
+//!   worker has not yet acknowledged, so its view (least-connections, sticky's fallback, the
+//!   metrics) is exact between reports. Every worker also reports each second, which carries
+//!   its request count and shows its loop is turning.
 
 mod balancer;
 mod ipc;
@@ -759,5 +760,157 @@ impl WorkerPool {
     /// every worker slot tripped its crash-loop breaker.
     pub fn run(self) -> Result<PoolMetrics, Error> {
         master::run(self.config, self.listeners, self.status, self.app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(_: u32, _: &mut Server) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn config_error(builder: PoolBuilder) -> (&'static str, String) {
+        match builder.build() {
+            Err(Error::Config { option, reason }) => (option, reason),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    fn local() -> ServerConfig {
+        ServerConfig::default().listen("127.0.0.1:0".parse().unwrap())
+    }
+
+    #[test]
+    fn no_worker_given() {
+        let (option, reason) = config_error(WorkerPool::builder().server_config(local()));
+        assert_eq!(option, "worker");
+        assert!(reason.contains("event_driven()"), "{reason}");
+    }
+
+    #[test]
+    fn worker_count_bounds() {
+        let b = || {
+            WorkerPool::builder()
+                .server_config(local())
+                .event_driven(app)
+        };
+        assert_eq!(config_error(b().workers(Workers::Count(0))).0, "workers");
+        assert_eq!(config_error(b().workers(Workers::Count(1025))).0, "workers");
+        assert!((1..=1024).contains(&Workers::Auto.resolve()));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let b = || {
+            WorkerPool::builder()
+                .server_config(local())
+                .workers(Workers::Count(2))
+                .event_driven(app)
+        };
+        assert_eq!(config_error(b().max_queue(0)).0, "max_queue");
+        assert_eq!(config_error(b().backlog(0)).0, "backlog");
+        assert_eq!(config_error(b().backlog(1 << 20)).0, "backlog");
+        assert_eq!(
+            config_error(b().crash_limit(0, Duration::from_secs(1))).0,
+            "crash_limit"
+        );
+        assert_eq!(
+            config_error(b().restart_delay(Duration::from_secs(60))).0,
+            "restart_delay"
+        );
+        assert_eq!(
+            config_error(b().shutdown_timeout(Duration::from_secs(u64::MAX))).0,
+            "shutdown_timeout"
+        );
+        assert_eq!(
+            config_error(b().balancer(BalancerKind::Weighted).weights(vec![1])).0,
+            "weights"
+        );
+        assert_eq!(
+            config_error(b().balancer(BalancerKind::Weighted).weights(vec![1, 0])).0,
+            "weights"
+        );
+        assert_eq!(config_error(b().weights(vec![1, 1])).0, "weights");
+        assert_eq!(
+            config_error(
+                b().architecture(Architecture::Shared)
+                    .balancer(BalancerKind::RoundRobin)
+            )
+            .0,
+            "balancer"
+        );
+    }
+
+    #[test]
+    fn build_binds_and_resolves_the_port_once() {
+        let pool = WorkerPool::builder()
+            .server_config(local())
+            .workers(Workers::Count(3))
+            .architecture(Architecture::Shared)
+            .event_driven(app)
+            .build()
+            .unwrap();
+        assert_eq!(pool.listeners.len(), 3);
+        let port = pool.local_addr().port();
+        assert_ne!(port, 0);
+        for l in &pool.listeners {
+            assert_eq!(l.local_addr().unwrap().port(), port);
+        }
+        assert_eq!(pool.balancer(), None);
+    }
+
+    #[test]
+    fn auto_resolves_and_explains() {
+        let pool = WorkerPool::builder()
+            .server_config(local())
+            .workers(Workers::Count(1))
+            .event_driven(app)
+            .build()
+            .unwrap();
+        assert_ne!(pool.architecture(), Architecture::Auto);
+        assert!(pool.architecture_reason().starts_with("auto: "));
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("auto".parse(), Ok(Workers::Auto));
+        assert_eq!("8".parse(), Ok(Workers::Count(8)));
+        assert!("many".parse::<Workers>().is_err());
+        assert_eq!("shared".parse(), Ok(Architecture::Shared));
+        assert_eq!(
+            "least-connections".parse(),
+            Ok(BalancerKind::LeastConnections)
+        );
+        for b in [
+            BalancerKind::RoundRobin,
+            BalancerKind::LeastConnections,
+            BalancerKind::Weighted,
+            BalancerKind::Sticky,
+        ] {
+            assert_eq!(b.to_string().parse(), Ok(b));
+        }
+    }
+
+    #[test]
+    fn run_refuses_a_multithreaded_master() {
+        // A second thread, whatever the harness does: `run` must refuse before forking.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let pool = WorkerPool::builder()
+            .server_config(local())
+            .workers(Workers::Count(1))
+            .event_driven(app)
+            .build()
+            .unwrap();
+        match pool.run() {
+            Err(Error::Pool(msg)) => assert!(msg.contains("threads"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        drop(tx);
+        let _ = other.join();
     }
 }
