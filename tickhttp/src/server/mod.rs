@@ -1912,7 +1912,7 @@ impl Server {
     }
 
     fn close_conn(&mut self, key: usize) {
-        let Some(mut c) = self.conns.try_remove(key) else {
+        let Some(c) = self.conns.try_remove(key) else {
             return;
         };
         if let Phase::WebSocket(ws) = &c.phase {
