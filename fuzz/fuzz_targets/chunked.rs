@@ -49,33 +49,69 @@ fn decode_in_pieces(
         let piece = &input[consumed..end.max(consumed)];
         match d.decode(piece, &mut body) {
             Ok(used) => {
-                assert!(used <= piece.len(), "consumed {used} of a {}-byte piece", piece.len());
+                assert!(
+                    used <= piece.len(),
+                    "consumed {used} of a {}-byte piece",
+                    piece.len()
+                );
                 if !d.is_done() {
-                    assert_eq!(used, piece.len(), "stopped early without finishing the body");
+                    assert_eq!(
+                        used,
+                        piece.len(),
+                        "stopped early without finishing the body"
+                    );
                 }
                 consumed += used;
-                assert!(body.len() as u64 <= d.body_len(), "more body bytes than declared");
-                assert!(d.body_len() <= max_body, "body_len {} over max {max_body}", d.body_len());
+                assert!(
+                    body.len() as u64 <= d.body_len(),
+                    "more body bytes than declared"
+                );
+                assert!(
+                    d.body_len() <= max_body,
+                    "body_len {} over max {max_body}",
+                    d.body_len()
+                );
             }
             Err(e) => {
-                assert!(body.len() as u64 <= max_body, "body of {} bytes over max {max_body}", body.len());
+                assert!(
+                    body.len() as u64 <= max_body,
+                    "body of {} bytes over max {max_body}",
+                    body.len()
+                );
                 // How much was consumed before the failing call depends on the split; nothing
                 // after an error is used, so it is left out of the comparison.
-                return Outcome { body, consumed: 0, done: false, error: Some(e) };
+                return Outcome {
+                    body,
+                    consumed: 0,
+                    done: false,
+                    error: Some(e),
+                };
             }
         }
     }
-    assert!(body.len() as u64 <= max_body, "body of {} bytes over max {max_body}", body.len());
+    assert!(
+        body.len() as u64 <= max_body,
+        "body of {} bytes over max {max_body}",
+        body.len()
+    );
     let done = d.is_done();
     if done {
         assert_eq!(body.len() as u64, d.body_len());
-        assert!(consumed > 0 && input[consumed - 1] == b'\n', "done but did not end on LF");
+        assert!(
+            consumed > 0 && input[consumed - 1] == b'\n',
+            "done but did not end on LF"
+        );
         // A finished decoder takes nothing more.
         let mut more = Vec::new();
         assert_eq!(d.decode(b"0\r\n\r\n", &mut more), Ok(0));
         assert!(more.is_empty());
     }
-    Outcome { body, consumed, done, error: None }
+    Outcome {
+        body,
+        consumed,
+        done,
+        error: None,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

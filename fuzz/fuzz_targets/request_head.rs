@@ -66,9 +66,19 @@ fn prefix_lengths(data: &[u8], head_len: Option<usize>) -> Vec<usize> {
     let len = data.len();
     let mut ks = vec![0, 1, len / 2, len.saturating_sub(1), len.saturating_sub(2)];
     if let Some(hl) = head_len {
-        ks.extend([hl.saturating_sub(1), hl.saturating_sub(2), hl.saturating_sub(3), hl]);
+        ks.extend([
+            hl.saturating_sub(1),
+            hl.saturating_sub(2),
+            hl.saturating_sub(3),
+            hl,
+        ]);
     }
-    for (i, _) in data.iter().enumerate().filter(|(_, &b)| b == b'\n').take(24) {
+    for (i, _) in data
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .take(24)
+    {
         ks.extend([i, i + 1]);
     }
     // FNV-1a over the input picks a few more positions deterministically.
@@ -102,15 +112,28 @@ fn check_head(data: &[u8], head: &Head, limits: &Limits) {
         head.head_len,
         limits.max_head_size
     );
-    assert_eq!(data[head.head_len - 1], b'\n', "head does not end with a line feed");
+    assert_eq!(
+        data[head.head_len - 1],
+        b'\n',
+        "head does not end with a line feed"
+    );
     assert!(head.headers.len() <= limits.max_headers.max(1));
     match head.framing {
         Framing::None => {}
         Framing::Length(n) => {
-            assert!(n > 0 && n <= limits.max_body_size, "Content-Length {n} accepted");
+            assert!(
+                n > 0 && n <= limits.max_body_size,
+                "Content-Length {n} accepted"
+            );
             assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
-            let cl = head.headers.get(header::CONTENT_LENGTH).expect("Length without header");
-            assert_eq!(cl.to_str().ok().and_then(|s| s.parse::<u64>().ok()), Some(n));
+            let cl = head
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .expect("Length without header");
+            assert_eq!(
+                cl.to_str().ok().and_then(|s| s.parse::<u64>().ok()),
+                Some(n)
+            );
         }
         Framing::Chunked => {
             assert_eq!(head.version, tickhttp::http::Version::HTTP_11);
@@ -119,7 +142,10 @@ fn check_head(data: &[u8], head: &Head, limits: &Limits) {
         }
     }
     if head.version == tickhttp::http::Version::HTTP_11 {
-        assert!(head.headers.contains_key(header::HOST), "HTTP/1.1 head without Host");
+        assert!(
+            head.headers.contains_key(header::HOST),
+            "HTTP/1.1 head without Host"
+        );
     }
 }
 
