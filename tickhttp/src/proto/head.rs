@@ -183,7 +183,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         return Err(RequestError::Malformed("HTTP/1.1 request without Host"));
     }
     if let Some(h) = host {
-        if !h.is_empty() && http::uri::Authority::try_from(h).is_err() {
+        if !h.is_empty() && !is_valid_host(h) {
             return Err(RequestError::Malformed("invalid Host header"));
         }
     }
@@ -230,18 +230,61 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
     }))
 }
 
-/// Decides between 414 and 431 for a head that outgrew its limit before completing.
+/// `host [":" port]` (RFC 9110 7.2): a reg-name, IPv4 or bracketed IPv6 literal, then digits.
+/// Cheaper than a full `Authority` parse, and as strict about what matters: no path, query,
+/// userinfo, spaces or control bytes.
+fn is_valid_host(h: &[u8]) -> bool {
+    let (host, port) = if h.first() == Some(&b'[') {
+        let Some(end) = memchr::memchr(b']', h) else {
+            return false;
+        };
+        let literal = &h[1..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &h[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&h[..0], port),
+            _ => return false,
+        }
+    } else {
+        match memchr::memrchr(b':', h) {
+            Some(i) => (&h[..i], &h[i + 1..]),
+            None => (h, &h[..0]),
+        }
+    };
+    let host_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    host_ok && port_ok
+}
+
+/// Decides between 414 and 431 for a head that outgrew its limit before completing: 414 only
+/// when the request target itself is over `max_uri_len`, as a complete parse would decide.
 fn oversize_head(buf: &[u8], limits: &Limits) -> RequestError {
-    match memchr::memchr(b'\n', buf) {
-        None => RequestError::UriTooLong,
-        Some(line_end) if line_end > limits.max_uri_len => RequestError::UriTooLong,
-        Some(_) => RequestError::HeadTooLarge,
+    if looks_like_long_target(buf, limits) {
+        RequestError::UriTooLong
+    } else {
+        RequestError::HeadTooLarge
     }
 }
 
+/// Whether the request target (the second token of the request line, possibly still
+/// arriving) is longer than `max_uri_len`.
 fn looks_like_long_target(buf: &[u8], limits: &Limits) -> bool {
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-    line_end > limits.max_uri_len
+    let line = &buf[..line_end];
+    let Some(start) = memchr::memchr(b' ', line) else {
+        return false;
+    };
+    let rest = &line[start + 1..];
+    let target_len = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    target_len > limits.max_uri_len
 }
 
 /// `HTTP/x.y` with other digits is an unsupported version (505); anything else is garbage (400).
@@ -505,6 +548,53 @@ mod tests {
             417
         );
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: \0\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn oversize_status_does_not_depend_on_the_read_split() {
+        // A target just under max_uri_len in a head over max_head_size: 431 whole or partial.
+        let mut wire = format!("GET /{} HTTP/1.1\r\nHost: a\r\nX: ", "a".repeat(8180)).into_bytes();
+        wire.extend(std::iter::repeat_n(b'b', 9000));
+        wire.extend_from_slice(b"\r\n\r\n");
+        let limits = Limits::default();
+        assert_eq!(
+            parse_head(&wire, &limits).unwrap_err(),
+            RequestError::HeadTooLarge
+        );
+        for cut in [16_385, 16_800, wire.len() - 1] {
+            assert_eq!(
+                parse_head(&wire[..cut], &limits).unwrap_err(),
+                RequestError::HeadTooLarge,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_validation() {
+        for ok in [
+            &b"example.com"[..],
+            b"example.com:8080",
+            b"127.0.0.1:1",
+            b"[::1]:80",
+            b"[::1]",
+            b"a_b",
+        ] {
+            assert!(is_valid_host(ok), "{:?}", ok);
+        }
+        for bad in [
+            &b"a/b"[..],
+            b"a b",
+            b"a@b",
+            b"a:b:c",
+            b"[::1",
+            b"[zz]",
+            b"a:123456",
+            b"a?b",
+            b"a#b",
+        ] {
+            assert!(!is_valid_host(bad), "{:?}", bad);
+        }
     }
 
     #[test]

@@ -54,34 +54,36 @@ pub fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, p
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    if let Some(server) = p.server {
-        if !headers.contains_key(header::SERVER) {
-            out.extend_from_slice(b"Server: ");
-            out.extend_from_slice(server);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if !headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(p.date);
-        out.extend_from_slice(b"\r\n");
-    }
+    // One pass over the app's headers; Server and Date are added after them when absent
+    // (header order carries no meaning), saving two hash lookups per response.
+    let mut has_server = false;
+    let mut has_date = false;
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in headers {
         if is_hop_header(name) {
-            continue;
+            // An upgrade response keeps the app's Connection: upgrade.
+            if !(upgrade && name == header::CONNECTION) {
+                continue;
+            }
+        } else if name == header::SERVER {
+            has_server = true;
+        } else if name == header::DATE {
+            has_date = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // An upgrade response keeps the app's Connection: upgrade.
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        for value in headers.get_all(header::CONNECTION) {
-            out.extend_from_slice(b"Connection: ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+    if let Some(server) = p.server.filter(|_| !has_server) {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(server);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(p.date);
+        out.extend_from_slice(b"\r\n");
     }
     match p.framing {
         ResponseFraming::NoBody | ResponseFraming::UntilClose => {}
@@ -145,8 +147,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\nServer: tickhttp\r\nDate: Thu, 03 Dec 2026 00:00:00 GMT\r\n\
-             content-type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nServer: tickhttp\r\n\
+             Date: Thu, 03 Dec 2026 00:00:00 GMT\r\nContent-Length: 13\r\nConnection: close\r\n\r\n"
         );
     }
 

@@ -2137,8 +2137,11 @@ fn encode_response(
         return false;
     };
     let (parts, body) = resp.into_parts();
-    let app_close = parts.headers.get_all(header::CONNECTION).iter().any(|v| {
-        crate::proto::head::list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"))
+    // A linear scan: responses carry few headers, and it avoids hashing.
+    let app_close = parts.headers.iter().any(|(name, v)| {
+        name == header::CONNECTION
+            && crate::proto::head::list_tokens(v.as_bytes())
+                .any(|t| t.eq_ignore_ascii_case(b"close"))
     });
     let no_body = response::status_has_no_body(parts.status);
     let framing = if no_body {
