@@ -31,7 +31,8 @@ pub(crate) enum ToMaster {
         /// The worker's pid (the master knows it from fork; this checks the channel).
         pid: u32,
     },
-    /// The worker's load changed: a connection opened or closed.
+    /// The worker's load went down: a connection closed. (Opens need no report: the master
+    /// counts the connections it sends, and `received` says which of them have arrived.)
     Load {
         /// Connections open in the worker now.
         open: u32,

@@ -56,9 +56,9 @@
 //!   `Ok` after a signal-initiated stop. An event-driven worker sees the stop through its
 //!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained).
 //! - **Load reports.** In centralized mode a worker reports its open connections to the
-//!   master each time one opens or closes; the master adds the connections it sent that the
-//!   worker has not yet acknowledged, so its view (least-connections, sticky's fallback, the
-//!   metrics) is exact between reports. Every worker also reports each second, which carries
+//!   master each time one closes; the master adds the connections it sent since (opens need
+//!   no message: the master made them), so its view (least-connections, sticky's fallback,
+//!   the metrics) is exact between reports. Every worker also reports each second, which carries
 //!   its request count and shows its loop is turning.
 
 mod balancer;

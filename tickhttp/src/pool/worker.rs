@@ -348,9 +348,15 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         shared: Rc::clone(&shared),
     }))?;
     if live_load {
+        // Only closes are reported: the master counts what it sends, so an open tells it
+        // nothing new, and one message per connection is half the cost of two.
         let reporter = Rc::clone(&shared);
+        let last = Cell::new(0usize);
         server.set_connection_observer(Some(Box::new(move |open| {
-            reporter.chan.send(reporter.chan.load(open));
+            if open < last.get() {
+                reporter.chan.send(reporter.chan.load(open));
+            }
+            last.set(open);
         })));
     }
 
@@ -450,9 +456,6 @@ fn run_callback(settings: WorkerSettings<'_>) -> Result<(), Error> {
             return;
         }
         chan.open.set(1);
-        if live_load {
-            chan.send(chan.load(1));
-        }
         callback.handle(id, stream, meta);
         handled.set(handled.get() + 1);
         chan.open.set(0);
