@@ -495,7 +495,9 @@ impl PoolBuilder {
                 format!("must be at most {}, got {workers}", defaults::MAX_WORKERS),
             ));
         }
-        self.server_config.validate()?;
+        // Everything a worker's server checks at creation (limits, TLS files) fails here, once,
+        // instead of in every worker after the fork.
+        drop(Server::new(self.server_config.clone())?);
         if self.server_config.backlog > 65_535 {
             return Err(Error::config(
                 "backlog",
