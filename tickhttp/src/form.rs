@@ -13,13 +13,14 @@
 //! # fn handle(server: &mut tickhttp::Server, req: tickhttp::Request) -> Result<(), tickhttp::Error> {
 //! let limits = MultipartLimits::default().max_file_size(100 << 20).max_parts(10);
 //! let resp = match form::Form::from_request(&req, &limits) {
-//!     Ok(form) => {
-//!         let title = form.field("title").unwrap_or("untitled");
-//!         if let Some(upload) = form.file("document") {
+//!     Ok(mut form) => {
+//!         let title = form.field("title").unwrap_or("untitled").to_string();
+//!         if let Some(upload) = form.take_file("document") {
 //!             // Sanitized: a plain file name, never a path.
-//!             let name = upload.filename().unwrap_or("upload.bin");
+//!             let name = upload.filename().unwrap_or("upload.bin").to_string();
 //!             upload.persist(std::path::Path::new("/srv/uploads").join(name)).ok();
 //!         }
+//!         // Files not taken and persisted are deleted when `form` is dropped.
 //!         http::Response::new(format!("stored {title}\n").into())
 //!     }
 //!     // 413 with a message for a limit, 400 for a malformed body, 415 for another type.
@@ -462,6 +463,11 @@ impl Form {
     /// The first file sent as `name`.
     pub fn file(&self, name: &str) -> Option<&UploadedFile> {
         self.files.iter().find(|f| f.name == name)
+    }
+    /// Removes and returns the first file sent as `name` (to persist it).
+    pub fn take_file(&mut self, name: &str) -> Option<UploadedFile> {
+        let i = self.files.iter().position(|f| f.name == name)?;
+        Some(self.files.remove(i))
     }
     /// Every file, in order.
     pub fn files(&self) -> &[UploadedFile] {
