@@ -61,6 +61,8 @@ pub struct Head {
     pub expect_continue: bool,
     /// Whether the client asked to switch protocols (`Connection: upgrade` plus `Upgrade`).
     pub upgrade: bool,
+    /// Whether an `Upgrade` header is present (with or without `Connection: upgrade`).
+    pub upgrade_header: bool,
     /// Length of the head in bytes, blank line included.
     pub head_len: usize,
 }
@@ -138,6 +140,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
     let mut expect_continue = false;
+    let mut upgrade_header = false;
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| RequestError::Malformed("invalid header name"))?;
@@ -168,6 +171,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
                     upgrade_token = true;
                 }
             }
+        } else if name == header::UPGRADE {
+            upgrade_header = true;
         } else if name == header::EXPECT {
             if h.value.eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = version == Version::HTTP_11;
@@ -216,7 +221,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         Version::HTTP_11 => !close,
         _ => keep_alive_token && !close,
     };
-    let upgrade = upgrade_token && headers.contains_key(header::UPGRADE);
+    let upgrade = upgrade_token && upgrade_header;
     Ok(Some(Head {
         method,
         uri,
@@ -226,9 +231,40 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         keep_alive,
         expect_continue,
         upgrade,
+        upgrade_header,
         head_len,
     }))
 }
+
+/// Bytes allowed in a reg-name or IPv4 host: unreserved, sub-delims and `%` (RFC 3986).
+const HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    t
+};
 
 /// `host [":" port]` (RFC 9110 7.2): a reg-name, IPv4 or bracketed IPv6 literal, then digits.
 /// Cheaper than a full `Authority` parse, and as strict about what matters: no path, query,
@@ -257,9 +293,7 @@ fn is_valid_host(h: &[u8]) -> bool {
             None => (h, &h[..0]),
         }
     };
-    let host_ok = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let host_ok = host.iter().all(|&b| HOST_CHARS[usize::from(b)]);
     let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
     host_ok && port_ok
 }

@@ -1548,7 +1548,10 @@ impl Server {
                 return;
             }
         }
-        if !self.ws_routes.is_empty() && ws::is_websocket_upgrade(&head.headers) {
+        if head.upgrade_header
+            && !self.ws_routes.is_empty()
+            && ws::is_websocket_upgrade(&head.headers)
+        {
             self.upgrade_websocket(key, head);
             return;
         }
