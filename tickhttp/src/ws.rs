@@ -197,7 +197,7 @@ pub enum WsEvent {
         /// The upgrade request's target (path and query).
         uri: http::Uri,
         /// The upgrade request's headers (cookies, auth...).
-        headers: HeaderMap,
+        headers: Box<HeaderMap>,
     },
     /// A text message.
     Text {
@@ -307,29 +307,29 @@ pub(crate) fn handshake(
     version: Version,
     path: &str,
     headers: &HeaderMap,
-) -> Result<Accepted, Response<Body>> {
+) -> Result<Accepted, Box<Response<Body>>> {
     let Some(route) = routes.iter().position(|r| r.path == path) else {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             "WebSocket endpoint not found\n",
-        ));
+        )));
     };
     let config = &routes[route].config;
     if method != Method::GET || version != Version::HTTP_11 {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::BAD_REQUEST,
             "a WebSocket handshake must be an HTTP/1.1 GET\n",
-        ));
+        )));
     }
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .any(|v| list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
     if !connection_upgrade {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::BAD_REQUEST,
             "missing Connection: upgrade\n",
-        ));
+        )));
     }
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -343,22 +343,25 @@ pub(crate) fn handshake(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return Err(r);
+        return Err(Box::new(r));
     }
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(k) if key_is_valid(k.as_bytes()) => k.as_bytes().to_vec(),
         _ => {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::BAD_REQUEST,
                 "Sec-WebSocket-Key must be 16 bytes in base64\n",
-            ))
+            )))
         }
     };
     if config.validate_origin && !config.allowed_origins.iter().any(|o| o == "*") {
         let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
         let allowed = origin.is_some_and(|o| config.allowed_origins.iter().any(|a| a == o));
         if !allowed {
-            return Err(refuse(StatusCode::FORBIDDEN, "Origin not allowed\n"));
+            return Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                "Origin not allowed\n",
+            )));
         }
     }
     // The client lists protocols in its order of preference; the first one we support wins.

@@ -713,6 +713,7 @@ impl Server {
                 head.uri.path(),
                 &head.headers,
             )
+            .map_err(|refusal| *refusal)
         };
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -1731,7 +1732,7 @@ impl Server {
                         peer: c.peer,
                         protocol: up.protocol,
                         uri: up.uri,
-                        headers: up.headers,
+                        headers: Box::new(up.headers),
                     });
                     upgraded = true;
                     break;
@@ -2049,12 +2050,9 @@ impl Server {
         }
         if let Phase::WebSocket(ws) = &mut c.phase {
             let wc = &self.ws_routes[ws.route].config;
-            if ws.close_sent.is_some() {
-                self.metrics.connection_timed_out();
-                self.close_conn(key);
-            } else if c.out_pos < c.out.len()
-                && c.last_write + self.config.write_timeout <= self.now
-            {
+            let write_stalled =
+                c.out_pos < c.out.len() && c.last_write + self.config.write_timeout <= self.now;
+            if ws.close_sent.is_some() || write_stalled {
                 self.metrics.connection_timed_out();
                 self.close_conn(key);
             } else if ws.ping_sent.is_some() {
