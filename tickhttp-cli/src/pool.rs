@@ -62,6 +62,10 @@ pub struct PoolArgs {
     /// How long a new worker may take to report ready.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
+    /// Kill and restart a worker whose loop sends no report for this long (e.g. 30s);
+    /// off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub worker_timeout: Option<Duration>,
     /// Serve the master's metrics on this address (GET / for JSON, /metrics for Prometheus).
     #[arg(long)]
     pub status_listen: Option<SocketAddr>,
@@ -129,7 +133,8 @@ pub fn serve(
         .crash_limit(args.crash_limit, args.crash_window)
         .shutdown_timeout(shutdown_timeout)
         .quit_timeout(args.quit_timeout)
-        .ready_timeout(args.ready_timeout);
+        .ready_timeout(args.ready_timeout)
+        .worker_timeout(args.worker_timeout);
     if let Some(balancer) = args.balancer {
         builder = builder.balancer(balancer);
     }

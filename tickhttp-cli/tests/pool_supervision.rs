@@ -181,3 +181,39 @@ fn workers_do_not_outlive_a_killed_master() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_worker_whose_loop_stops_turning_is_killed_and_replaced() {
+    let pool = Pool::start(
+        2,
+        &[
+            "--mode",
+            "centralized",
+            "--worker-timeout",
+            "1500ms",
+            "--restart-delay",
+            "50ms",
+        ],
+    );
+    let stuck = pool.workers()[1].pid.unwrap();
+    // A stopped process is the extreme of a stuck loop: no reports.
+    signal(stuck, "STOP");
+    let start = Instant::now();
+    loop {
+        let w = &pool.workers()[1];
+        if w.state == "ready" && w.pid.is_some_and(|p| p != stuck) {
+            assert_eq!(w.last_exit.as_deref(), Some("signal SIGKILL"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{}",
+            pool.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(start.elapsed() >= Duration::from_millis(400));
+    assert!(pool.log_text().contains("its loop is stuck"));
+    // The healthy worker was left alone.
+    assert_eq!(pool.workers()[0].restarts, 0);
+}

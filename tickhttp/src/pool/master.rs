@@ -85,6 +85,8 @@ struct Slot {
     restart_at: Option<Instant>,
     /// The control socket was full at the last send; waiting for it to drain.
     blocked: bool,
+    /// When the worker last reported (any message).
+    last_report: Instant,
 }
 
 impl Slot {
@@ -233,6 +235,7 @@ impl<'a> Master<'a> {
                 deaths: VecDeque::new(),
                 restart_at: None,
                 blocked: false,
+                last_report: now,
             })
             .collect();
         Ok(Master {
@@ -356,6 +359,7 @@ impl<'a> Master<'a> {
                 slot.dispatched = 0;
                 slot.requests = 0;
                 slot.blocked = false;
+                slot.last_report = now;
                 tracing::debug!(worker = slot.id, pid = pid.as_raw(), "worker forked");
                 Ok(())
             }
@@ -540,6 +544,7 @@ impl<'a> Master<'a> {
     fn on_report(&mut self, i: usize, msg: ToMaster) {
         let stopping = self.stop.is_some();
         let slot = &mut self.slots[i];
+        slot.last_report = Instant::now();
         match msg {
             ToMaster::Ready { pid } => {
                 if slot.state == WorkerState::Starting {
@@ -852,6 +857,9 @@ impl<'a> Master<'a> {
             if slot.state == WorkerState::Starting {
                 consider(Some(slot.spawned_at + self.cfg.ready_timeout));
             }
+            if let (Some(t), WorkerState::Ready) = (self.cfg.worker_timeout, slot.state) {
+                consider(Some(slot.last_report + t));
+            }
         }
         if let Some(stop) = &self.stop {
             if !stop.killed {
@@ -889,6 +897,20 @@ impl<'a> Master<'a> {
                 }
                 // Not again: the death restarts it.
                 self.slots[i].state = WorkerState::Stopping;
+                continue;
+            }
+            if let (Some(t), WorkerState::Ready, Some(pid)) =
+                (self.cfg.worker_timeout, slot.state, slot.pid)
+            {
+                if now >= slot.last_report + t {
+                    tracing::error!(
+                        worker = slot.id,
+                        pid = pid.as_raw(),
+                        "worker sent no report for {t:?}: its loop is stuck; killing it"
+                    );
+                    let _ = signal::kill(pid, Signal::SIGKILL);
+                    self.slots[i].state = WorkerState::Stopping;
+                }
             }
         }
         if let Some(stop) = &mut self.stop {

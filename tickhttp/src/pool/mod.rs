@@ -49,6 +49,8 @@
 //!   `crash_window`, up to `restart_delay_max`; a slot that dies `crash_limit` times within
 //!   `crash_window` stops restarting, is logged and shown as `failed`, and the others keep
 //!   serving. Workers get `SIGTERM` when the master dies (parent-death signal) and drain.
+//!   With [`PoolBuilder::worker_timeout`], a worker whose loop stops turning (no report
+//!   for that long) is killed and restarted.
 //! - **Signals** (nginx and unicorn conventions): `SIGTERM` and `SIGINT` stop accepting, let
 //!   workers finish requests in flight for up to `shutdown_timeout`, then `SIGKILL` what is
 //!   left; `SIGQUIT` does the same without a kill deadline unless `quit_timeout` is set. The
@@ -318,6 +320,7 @@ pub struct PoolBuilder {
     shutdown_timeout: Duration,
     quit_timeout: Option<Duration>,
     ready_timeout: Duration,
+    worker_timeout: Option<Duration>,
     status_listen: Option<SocketAddr>,
     app: Option<WorkerApp>,
 }
@@ -351,6 +354,7 @@ impl PoolBuilder {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             quit_timeout: None,
             ready_timeout: defaults::READY_TIMEOUT,
+            worker_timeout: None,
             status_listen: None,
             app: None,
         }
@@ -448,6 +452,18 @@ impl PoolBuilder {
         self
     }
 
+    /// Kills and restarts a ready worker that sends no report for this long (default: off).
+    ///
+    /// Workers report each second from inside their loop (the report is an event of the
+    /// worker's `Server`), so silence means the application's loop has stopped turning: a
+    /// handler stuck in a blocking call or an endless computation. Set it well above the
+    /// longest time the application may legitimately block (a callback handles one
+    /// connection at a time and reports between connections).
+    pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.worker_timeout = timeout;
+        self
+    }
+
     /// Serves the master's metrics on this address (`GET /` JSON, `GET /metrics`
     /// Prometheus text), from the master itself.
     pub fn status_listen(mut self, addr: SocketAddr) -> Self {
@@ -533,6 +549,7 @@ impl PoolBuilder {
         ]
         .into_iter()
         .chain(self.quit_timeout.map(|t| ("quit_timeout", t)))
+        .chain(self.worker_timeout.map(|t| ("worker_timeout", t)))
         {
             if value > defaults::MAX_DURATION {
                 return Err(Error::config(
@@ -545,7 +562,10 @@ impl PoolBuilder {
             ("queue_timeout", self.queue_timeout),
             ("crash_window", self.crash_window),
             ("ready_timeout", self.ready_timeout),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.worker_timeout.map(|t| ("worker_timeout", t)))
+        {
             if value.is_zero() {
                 return Err(Error::config(option, "must be greater than zero"));
             }
@@ -672,6 +692,7 @@ impl PoolBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 quit_timeout: self.quit_timeout,
                 ready_timeout: self.ready_timeout,
+                worker_timeout: self.worker_timeout,
                 local_addr,
             },
             listeners,
@@ -698,6 +719,7 @@ pub(crate) struct PoolConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) quit_timeout: Option<Duration>,
     pub(crate) ready_timeout: Duration,
+    pub(crate) worker_timeout: Option<Duration>,
     pub(crate) local_addr: SocketAddr,
 }
 
