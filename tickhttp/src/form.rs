@@ -484,7 +484,7 @@ impl Form {
 /// which carries the boundary.
 ///
 /// The body is read in 64 KiB chunks, from memory or from the server's spool file, and each
-/// chunk goes through [`MultipartParser`](crate::proto::multipart::MultipartParser).
+/// chunk goes through [`MultipartParser`].
 pub fn multipart(
     body: &RequestBody,
     content_type: &str,

@@ -58,6 +58,8 @@ pub mod ws;
 pub use body::{Body, BodySender, RequestBody, StreamClosed};
 pub use config::ServerConfig;
 pub use error::{Error, RequestError};
+pub use form::{Form, FormError};
+pub use fs::{StaticConfig, StaticFiles};
 pub use request::{ConnectionMeta, Request, RequestId};
 pub use server::{EventSource, Metrics, Server, ServerMode, ShutdownOutcome, SourceId};
 pub use task::{yield_now, Responder, Sleep, TaskId, Timer};

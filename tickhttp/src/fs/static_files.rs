@@ -298,8 +298,7 @@ impl StaticFiles {
     /// Answers `req` from the file its path names, or `None` when it names none (see the
     /// type's documentation for every case).
     pub fn serve<B>(&mut self, req: &http::Request<B>) -> Option<Response<Body>> {
-        let path = req.uri().path().to_owned();
-        self.serve_at(req, &path)
+        self.serve_at(req, req.uri().path())
     }
 
     /// Like [`serve`](StaticFiles::serve), for a path other than the request's: for files
