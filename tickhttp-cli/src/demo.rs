@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tickhttp::ws::{WebSocketConfig, WsEvent};
 use tickhttp::{Body, Request, Server};
 
 const INDEX: &str = include_str!("index.html");
@@ -14,13 +15,36 @@ const MAX_SLEEP_MS: u64 = 60_000;
 
 /// Runs the demo app on `server` until the server stops (after a graceful shutdown).
 pub fn run(server: &mut Server) -> Result<(), tickhttp::Error> {
+    server.attach_websocket("/ws", ws_config())?;
     while server.is_running() {
         server.wait(None)?;
         while let Some(req) = server.get_request() {
             handle(server, req)?;
         }
+        while let Some(event) = server.next_ws_event() {
+            ws_echo(server, event);
+        }
     }
     Ok(())
+}
+
+/// `/ws`: a WebSocket echo. Its limits let through the 16 MiB messages of the Autobahn
+/// conformance suite (`scripts/autobahn.sh`).
+fn ws_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = 16 * 1024 * 1024;
+    config.max_frame_size = 16 * 1024 * 1024;
+    config.max_write_buffer = 64 * 1024 * 1024;
+    config
+}
+
+fn ws_echo(server: &mut Server, event: WsEvent) {
+    // A send fails only when the connection is already gone; its Close event follows.
+    let _ = match event {
+        WsEvent::Text { id, text } => server.ws_send_text(id, text),
+        WsEvent::Binary { id, data } => server.ws_send_binary(id, data),
+        _ => Ok(()),
+    };
 }
 
 fn text(status: StatusCode, body: impl Into<Body>, content_type: &'static str) -> Response<Body> {
