@@ -6,7 +6,9 @@
 # 2. static_site (one process, one thread) and nginx (1 worker, access_log off, sendfile on,
 #    open_file_cache) serve it. With PIN, both servers run on core 0 and wrk on core 1.
 # 3. wrk -t1 -cCONNECTIONS -dDURATION loads each file on each server, alternating the order
-#    each round; the median req/s over ROUNDS and tickhttp/nginx are printed.
+#    each round. Printed: the median req/s over ROUNDS, and the median of the per-round
+#    ratios tickhttp/nginx (each round's pair ran back to back, so a burst of load from
+#    other processes hits both sides of a ratio alike).
 #    Goals: >= 1.0x nginx for 1 KiB (served from tickhttp's cache), >= 0.9x for 1 MiB
 #    (sendfile).
 # 4. A fresh static_site receives a 1 GiB file (sparse, made with truncate) by curl -F;
@@ -16,26 +18,27 @@
 #
 # Environment (defaults in brackets):
 #   DURATION     seconds of load per run [5]
-#   ROUNDS       rounds [3]
+#   ROUNDS       rounds [5]
 #   CONNECTIONS  wrk connections [64]
 #   UPLOAD_MIB   upload size in MiB, 0 skips the upload check [1024]
 #   PIN          auto | 0 | 1: servers on core 0, wrk on core 1 [auto: when >= 2 cores]
 #   BUILD        0 skips cargo build [1]
 #   BASE_PORT    first port [18280]
 #   NGINX        nginx binary [/usr/sbin/nginx, else nginx on PATH]
+#   EXAMPLE      the static_site binary [target/release/examples/static_site]
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 DURATION=${DURATION:-5}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 UPLOAD_MIB=${UPLOAD_MIB:-1024}
 PIN=${PIN:-auto}
 BUILD=${BUILD:-1}
 BASE_PORT=${BASE_PORT:-18280}
 NGINX=${NGINX:-$(command -v /usr/sbin/nginx || command -v nginx || true)}
-EXAMPLE=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/static_site
+EXAMPLE=${EXAMPLE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/static_site}
 
 die() { echo "static.sh: $*" >&2; exit 1; }
 log() { echo "$*" >&2; }
@@ -141,6 +144,7 @@ rps() { # PORT FILE -> requests/s
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A RESULTS
+log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 log "warming up"
 for f in 1k.bin 1m.bin; do
   for port in $TICK_PORT $NGINX_PORT; do
@@ -150,23 +154,27 @@ done
 for round in $(seq "$ROUNDS"); do
   for f in 1k.bin 1m.bin; do
     if ((round % 2)); then order="tickhttp nginx"; else order="nginx tickhttp"; fi
+    declare -A pair=()
     for server in $order; do
       port=$TICK_PORT
       [[ $server == nginx ]] && port=$NGINX_PORT
       r=$(rps "$port" "$f")
       log "round $round  $f  $server  $r req/s"
       RESULTS[$server.$f]+="$r "
+      pair[$server]=$r
     done
+    RESULTS[ratio.$f]+="$(awk -v t="${pair[tickhttp]}" -v n="${pair[nginx]}" 'BEGIN { printf "%.3f", t / n }') "
   done
 done
+log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
-echo "| file | tickhttp req/s | nginx req/s | tickhttp / nginx | goal |"
+echo "| file | tickhttp req/s (median) | nginx req/s (median) | tickhttp / nginx (median of rounds) | goal |"
 echo "|---|---:|---:|---:|---|"
 for f in 1k.bin 1m.bin; do
   t=$(tr ' ' '\n' <<<"${RESULTS[tickhttp.$f]}" | grep . | median)
   n=$(tr ' ' '\n' <<<"${RESULTS[nginx.$f]}" | grep . | median)
-  ratio=$(awk -v t="$t" -v n="$n" 'BEGIN { printf "%.2f", t / n }')
+  ratio=$(tr ' ' '\n' <<<"${RESULTS[ratio.$f]}" | grep . | median | awk '{ printf "%.2f", $1 }')
   goal=1.0
   [[ $f == 1m.bin ]] && goal=0.9
   verdict=$(awk -v r="$ratio" -v g="$goal" 'BEGIN { print (r >= g) ? "met" : "missed" }')
