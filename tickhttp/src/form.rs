@@ -197,8 +197,8 @@ fn form_decode(s: &[u8]) -> String {
 /// Semantics (RFC 6265 §5.4 as browsers send it): pairs are separated by `;`; whitespace
 /// around names and values is trimmed; one pair of double quotes around a value is removed;
 /// values are **not** percent-decoded (cookie values are opaque; decode them yourself if your
-/// app encoded them); pairs without `=` or with an empty name are skipped; values that are not
-/// valid UTF-8 are skipped. Duplicate names are all kept: browsers send the most specific path
+/// app encoded them); pairs without `=` or with an empty name are skipped; a `Cookie` line
+/// that is not visible ASCII (RFC 6265 cookies are) is skipped whole. Duplicate names are all kept: browsers send the most specific path
 /// first, so the first is usually the one meant ([`cookie`] returns it).
 ///
 /// ```
