@@ -1631,6 +1631,14 @@ impl Server {
         }
     }
 
+    /// Feeds the static-file cache counters of [`Server::metrics`] (running totals, for
+    /// example from [`StaticFiles`](crate::fs::StaticFiles)' `cache_hits()` and
+    /// `cache_misses()`).
+    pub fn set_static_cache_counters(&mut self, hits: u64, misses: u64) {
+        self.metrics.cache_hits = hits;
+        self.metrics.cache_misses = misses;
+    }
+
     /// Client addresses the rate limiter currently tracks (bounded: idle ones are purged).
     pub fn rate_limit_keys(&self) -> usize {
         self.rate_limit.as_ref().map_or(0, |r| r.tracked())
@@ -1746,6 +1754,11 @@ impl Server {
                     self.server_name.as_deref(),
                     self.draining.is_some(),
                 );
+                if c.tls.is_none() && matches!(c.active, Some(Active::File { .. })) {
+                    // Cork while head and file go out, so the head shares a segment with the
+                    // first file bytes and full segments follow (nginx's tcp_nopush).
+                    let _ = socket2::SockRef::from(&c.sock).set_tcp_cork(true);
+                }
                 if close {
                     // Later pipelined requests will not be answered; their ids go stale.
                     let dropped = c.slots.iter().filter(|s| s.handed_out).count();
@@ -1827,6 +1840,7 @@ impl Server {
                             return;
                         }
                         c.active = None;
+                        let _ = socket2::SockRef::from(&c.sock).set_tcp_cork(false);
                     }
                     Err(_) => {
                         self.close_conn(key);
@@ -2256,9 +2270,10 @@ fn spool(acc: &mut BodyAcc, dir: Option<&std::path::Path>) -> io::Result<()> {
         Some(d) => tempfile::Builder::new()
             .prefix("tickhttp-body-")
             .tempfile_in(d)?,
+        // The per-process upload directory: a crash's leftovers are swept at the next start.
         None => tempfile::Builder::new()
             .prefix("tickhttp-body-")
-            .tempfile()?,
+            .tempfile_in(crate::form::upload_dir()?)?,
     };
     file.as_file_mut().write_all(v)?;
     let len = v.len() as u64;
