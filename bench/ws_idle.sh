@@ -14,8 +14,7 @@
 #
 # The client is tickhttp/examples/ws_idle_client.rs (one thread, non-blocking sockets; it
 # answers the pings and checks at the end that every connection still echoes). RSS is
-# VmRSS from /proc; kernel socket buffers are not in it and are shown apart (the TCP
-# "mem" of /proc/net/sockstat, for both ends of every loopback connection).
+# VmRSS from /proc: kernel socket buffers are not in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,9 +54,7 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tcp_mem_pages() { awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat; }
 ticks_per_s=$(getconf CLK_TCK)
-page_kb=$(($(getconf PAGESIZE) / 1024))
 
 "$server_bin" serve --mode single --listen "127.0.0.1:$PORT" --log warn \
     --max-connections $((COUNT + 100)) >"$work/server.log" 2>&1 &
@@ -68,7 +65,6 @@ for _ in $(seq 100); do
 done
 sleep 1
 rss0=$(rss_kb "$server_pid")
-tcp0=$(tcp_mem_pages)
 
 "$client_bin" "127.0.0.1:$PORT" /ws "$COUNT" "$HOLD" >"$work/client.out" 2>&1 &
 client_pid=$!
@@ -87,7 +83,6 @@ open_line=$(grep '^opened' "$work/client.out")
 # Let the last handshakes settle, then measure over the idle window.
 sleep 1
 rss1=$(rss_kb "$server_pid")
-tcp1=$(tcp_mem_pages)
 window=$((HOLD - 3))
 t0=$(cpu_ticks "$server_pid")
 sleep "$window"
@@ -102,20 +97,18 @@ rss3=$(rss_kb "$server_pid")
 hwm=$(hwm_kb "$server_pid")
 
 per_conn=$(((rss2 - rss0) * 1024 / COUNT))
-tcp_per_conn=$(((tcp1 - tcp0) * page_kb * 1024 / COUNT))
 cpu=$(awk -v t=$((t1 - t0)) -v hz="$ticks_per_s" -v w="$window" 'BEGIN {printf "%.2f", 100 * t / hz / w}')
 cpu_ms=$(awk -v t=$((t1 - t0)) -v hz="$ticks_per_s" 'BEGIN {printf "%d", 1000 * t / hz}')
 
 echo "== $COUNT idle WebSocket connections on one process (tickhttp serve --mode single, /ws)"
 echo "client: $open_line"
 sed -n '2,$p' "$work/client.out" | sed 's/^/client: /'
-echo "server RSS before:             $((rss0 / 1024)) MiB ($rss0 kB)"
-echo "server RSS, all open:          $((rss1 / 1024)) MiB ($rss1 kB)"
-echo "server RSS after ${window} s idle:    $((rss2 / 1024)) MiB ($rss2 kB), peak $((hwm / 1024)) MiB"
-echo "server RSS per connection:     $per_conn bytes"
-echo "kernel TCP buffers (both ends): $tcp_per_conn bytes per connection"
-echo "server CPU while idle:         ${cpu}% of a core (${cpu_ms} ms in ${window} s)"
-echo "server RSS after they closed:  $((rss3 / 1024)) MiB ($rss3 kB)"
+echo "server RSS before:              $((rss0 / 1024)) MiB ($rss0 kB)"
+echo "server RSS, all open:           $((rss1 / 1024)) MiB ($rss1 kB)"
+echo "server RSS after the idle time: $((rss2 / 1024)) MiB ($rss2 kB), peak $((hwm / 1024)) MiB"
+echo "server RSS per connection:      $per_conn bytes"
+echo "server CPU while idle:          ${cpu}% of a core (${cpu_ms} ms in ${window} s)"
+echo "server RSS after they closed:   $((rss3 / 1024)) MiB ($rss3 kB)"
 if [ "$client_status" != 0 ]; then
     echo "ws_idle: the client reported failures (exit $client_status)" >&2
     exit 1
