@@ -577,8 +577,6 @@ fn tungstenite_client_round_trips_many_messages() {
 /// A connection silent for longer than the server's write_timeout still gets its ping, and
 /// stays open while it answers.
 #[test]
-#[ignore = "fails: a ping queued after write_timeout of silence is taken for a stalled write \
-            and the connection is dropped (Close 1006) before the ping is written"]
 fn a_ping_after_a_silence_longer_than_write_timeout_is_delivered() {
     let mut ws = WebSocketConfig::default();
     ws.ping_interval = Duration::from_millis(600);

@@ -73,6 +73,13 @@ impl InBuf {
         Ok(n)
     }
 
+    /// Frees the buffer entirely when it holds nothing (idle WebSocket connections).
+    pub(crate) fn shrink_if_idle_to_zero(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Frees the memory of an idle connection's buffer once it grew past the initial size.
     pub(crate) fn shrink_if_idle(&mut self) {
         if self.is_empty() && self.buf.len() > READ_CHUNK {

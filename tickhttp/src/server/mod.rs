@@ -436,6 +436,9 @@ impl Server {
             return Err(Error::WebSocketClosed(id));
         }
         let wc = &self.ws_routes[ws.route].config;
+        if c.out_pos >= c.out.len() {
+            c.last_write = self.now;
+        }
         let mut io = WsIo {
             input: &mut c.input,
             out: &mut c.out,
@@ -666,6 +669,9 @@ impl Server {
         };
         if ws.close_sent.is_some() {
             return true;
+        }
+        if c.out_pos >= c.out.len() {
+            c.last_write = self.now;
         }
         let mut io = WsIo {
             input: &mut c.input,
@@ -1703,6 +1709,12 @@ impl Server {
     /// Encodes ready responses in order and writes as much as the socket takes.
     fn pump(&mut self, key: usize) {
         let mut upgraded = false;
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.has_output() {
+                // The write-stall clock runs from when output becomes pending.
+                c.last_write = self.now;
+            }
+        }
         loop {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
@@ -1742,6 +1754,7 @@ impl Server {
                         uri: up.uri,
                         headers: Box::new(up.headers),
                     });
+                    c.input.shrink_if_idle_to_zero();
                     upgraded = true;
                     break;
                 }
@@ -2074,6 +2087,11 @@ impl Server {
                 let id = ws.id;
                 self.ws_close_with(id, 1008, "pong timeout");
             } else if wc.auto_ping {
+                if c.out_pos >= c.out.len() {
+                    c.last_write = self.now;
+                }
+                // An idle connection gives its input buffer back until the next frame.
+                c.input.shrink_if_idle_to_zero();
                 let mut io = WsIo {
                     input: &mut c.input,
                     out: &mut c.out,
