@@ -1,10 +1,14 @@
 //! The demo application: the routes every tickhttp process serves out of the box, written as
 //! an ordinary event-driven app over the poll API.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tickhttp::fs::{StaticConfig, StaticFiles};
 use tickhttp::ws::{WebSocketConfig, WsEvent};
 use tickhttp::{Body, Request, Server};
 
@@ -12,6 +16,39 @@ const INDEX: &str = include_str!("index.html");
 
 /// Longest `/sleep` the demo accepts, so one request cannot pin a connection for long.
 const MAX_SLEEP_MS: u64 = 60_000;
+
+/// The `--root` directory, set once before any worker starts.
+static ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+thread_local! {
+    /// Each process builds its own file cache on first use, after the fork.
+    static FILES: RefCell<Option<StaticFiles>> = const { RefCell::new(None) };
+}
+
+/// Serves files under `root` for the paths the demo routes do not take.
+pub fn set_root(root: PathBuf) {
+    let _ = ROOT.set(root);
+}
+
+fn serve_static(server: &mut Server, req: &Request) -> Option<Response<Body>> {
+    let root = ROOT.get()?;
+    FILES.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            match StaticFiles::new(root, StaticConfig::default()) {
+                Ok(files) => *slot = Some(files),
+                Err(e) => {
+                    tracing::error!(error = %e, root = %root.display(), "cannot serve --root");
+                    return None;
+                }
+            }
+        }
+        let files = slot.as_mut()?;
+        let resp = files.serve(req);
+        server.set_static_cache_counters(files.cache_hits(), files.cache_misses());
+        resp
+    })
+}
 
 /// Runs the demo app on `server` until the server stops (after a graceful shutdown).
 pub fn run(server: &mut Server) -> Result<(), tickhttp::Error> {
@@ -121,11 +158,14 @@ pub fn handle(server: &mut Server, req: Request) -> Result<(), tickhttp::Error> 
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             resp
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found\n",
-            "text/plain; charset=utf-8",
-        ),
+        _ => match serve_static(server, &req) {
+            Some(resp) => resp,
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found\n",
+                "text/plain; charset=utf-8",
+            ),
+        },
     };
     server.respond(id, resp)
 }

@@ -9,6 +9,7 @@ mod pool;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -70,6 +71,21 @@ struct ServeArgs {
     /// Seconds allowed for a request head.
     #[arg(long, default_value_t = tickhttp::config::defaults::HEADER_TIMEOUT.as_secs())]
     header_timeout: u64,
+    /// Serve the files under this directory for paths the demo routes do not take.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Requests allowed per client address per --rate-limit-window (off when absent).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Seconds of the rate-limit window.
+    #[arg(long, default_value_t = 60)]
+    rate_limit_window: u64,
     #[command(flatten)]
     pool: pool::PoolArgs,
 }
@@ -99,17 +115,48 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn server_config(args: &ServeArgs) -> ServerConfig {
-    ServerConfig::default()
+fn server_config(args: &ServeArgs) -> Result<ServerConfig, tickhttp::Error> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tickhttp::tls::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let rate_limit = args.rate_limit.map(|n| {
+        tickhttp::ratelimit::RateLimitConfig::new(
+            n,
+            Duration::from_secs(args.rate_limit_window.max(1)),
+        )
+    });
+    let config = ServerConfig::default()
         .listen(args.listen)
         .max_connections(args.max_connections)
         .max_body_size(args.max_body_size)
         .keep_alive_timeout(Duration::from_secs(args.keep_alive_timeout.max(1)))
         .header_timeout(Duration::from_secs(args.header_timeout.max(1)))
+        .tls(tls)
+        .rate_limit(rate_limit);
+    config.validate()?;
+    Ok(config)
 }
 
 fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
-    let config = server_config(&args);
+    let config = server_config(&args)?;
+    if let Some(root) = &args.root {
+        if !root.is_dir() {
+            return Err(tickhttp::Error::Io {
+                context: "--root must be a directory",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    root.display().to_string(),
+                ),
+            });
+        }
+        demo::set_root(root.clone());
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     match args.mode {
         Mode::Single => {
             let mut server = Server::bind(config)?;
@@ -117,8 +164,9 @@ fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
                 &mut server,
                 Duration::from_secs(args.shutdown_timeout),
             )?;
+            tickhttp::signal::reload_tls_on_hup(&mut server)?;
             let addr = server.local_addr().unwrap_or(args.listen);
-            tracing::info!(%addr, mode = "single", "tickhttp listening on http://{addr}/");
+            tracing::info!(%addr, mode = "single", root = ?args.root, tls = server.is_tls(), "tickhttp listening on {scheme}://{addr}/");
             demo::run(&mut server)?;
             tracing::info!(outcome = ?server.shutdown_outcome(), "stopped");
             Ok(())
