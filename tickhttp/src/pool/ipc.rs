@@ -31,15 +31,9 @@ pub(crate) enum ToMaster {
         /// The worker's pid (the master knows it from fork; this checks the channel).
         pid: u32,
     },
-    /// The worker's load went down: a connection closed. (Opens need no report: the master
-    /// counts the connections it sends, and `received` says which of them have arrived.)
-    Load {
-        /// Connections open in the worker now.
-        open: u32,
-        /// Connections received from the master so far.
-        received: u64,
-    },
-    /// The periodic report, which also proves the worker's loop is turning.
+    /// The periodic report, which also proves the worker's loop is turning. (Live load goes
+    /// through the shared [`LoadBoard`](super::sys::LoadBoard) instead: no message per
+    /// connection.)
     Stats {
         /// Connections open in the worker now.
         open: u32,
@@ -55,7 +49,6 @@ pub(crate) enum ToMaster {
 
 const TAG_CONN: u8 = 1;
 const TAG_READY: u8 = 2;
-const TAG_LOAD: u8 = 3;
 const TAG_STATS: u8 = 4;
 const TAG_STOPPING: u8 = 5;
 
@@ -197,11 +190,6 @@ impl ToMaster {
                 w.u8(TAG_READY);
                 w.u32(pid);
             }
-            ToMaster::Load { open, received } => {
-                w.u8(TAG_LOAD);
-                w.u32(open);
-                w.u64(received);
-            }
             ToMaster::Stats {
                 open,
                 received,
@@ -222,10 +210,6 @@ impl ToMaster {
         let mut r = Reader { buf: bytes };
         let msg = match r.u8()? {
             TAG_READY => ToMaster::Ready { pid: r.u32()? },
-            TAG_LOAD => ToMaster::Load {
-                open: r.u32()?,
-                received: r.u64()?,
-            },
             TAG_STATS => ToMaster::Stats {
                 open: r.u32()?,
                 received: r.u64()?,
@@ -285,10 +269,6 @@ mod tests {
     #[test]
     fn worker_reports_survive_the_trip() {
         roundtrip_master(ToMaster::Ready { pid: 4242 });
-        roundtrip_master(ToMaster::Load {
-            open: 17,
-            received: u64::MAX,
-        });
         roundtrip_master(ToMaster::Stats {
             open: 0,
             received: 5,

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
@@ -25,7 +26,7 @@ use super::balancer::{Balancer, Candidate};
 use super::ipc::{ToMaster, ToWorker, MAX_MESSAGE};
 use super::metrics::{ExitReason, PoolMetrics, WorkerMetrics, WorkerState};
 use super::status::StatusServer;
-use super::sys::{self, Forked, Received};
+use super::sys::{self, Forked, LoadBoard, Received};
 use super::worker::{self, WorkerSettings};
 use super::{Architecture, PoolConfig, WorkerApp};
 use crate::error::Error;
@@ -70,10 +71,9 @@ struct Slot {
     control: Option<OwnedFd>,
     generation: u64,
     spawned_at: Instant,
-    /// Last report: connections open in the worker.
+    /// Last periodic report: connections open in the worker (shared-socket mode; centralized
+    /// mode reads the live figure from the load board).
     open: u64,
-    /// Last report: connections the worker has received.
-    received: u64,
     /// Connections sent to this process.
     dispatched: u64,
     /// Requests of this process (last report), and of the slot's earlier processes.
@@ -90,8 +90,17 @@ struct Slot {
 }
 
 impl Slot {
-    fn load(&self) -> u64 {
-        self.open + self.dispatched.saturating_sub(self.received)
+    /// Open connections: in centralized mode the worker's live figure from the board plus
+    /// the connections sent that it has not picked up yet, so the count is exact even
+    /// between the worker's loop turns.
+    fn load(&self, board: Option<&LoadBoard>, i: usize) -> u64 {
+        match board {
+            Some(board) => {
+                let (open, received) = board.load(i);
+                u64::from(open) + u64::from((self.dispatched as u32).wrapping_sub(received))
+            }
+            None => self.open,
+        }
     }
 
     fn can_take(&self) -> bool {
@@ -124,6 +133,7 @@ struct Master<'a> {
     queue: VecDeque<Queued>,
     lingering: Slab<Lingering>,
     balancer: Balancer,
+    board: Option<Rc<LoadBoard>>,
     candidates: Vec<Candidate>,
     stop: Option<Stop>,
     dispatched: u64,
@@ -215,6 +225,12 @@ impl<'a> Master<'a> {
             ),
             None => None,
         };
+        let board = match cfg.architecture {
+            Architecture::Centralized => Some(Rc::new(
+                LoadBoard::new(cfg.workers).map_err(io_err("mapping the shared load board"))?,
+            )),
+            _ => None,
+        };
         let now = Instant::now();
         let slots = (0..cfg.workers)
             .map(|i| Slot {
@@ -226,7 +242,6 @@ impl<'a> Master<'a> {
                 generation: 0,
                 spawned_at: now,
                 open: 0,
-                received: 0,
                 dispatched: 0,
                 requests: 0,
                 requests_before: 0,
@@ -251,6 +266,7 @@ impl<'a> Master<'a> {
             queue: VecDeque::new(),
             lingering: Slab::new(),
             balancer: Balancer::new(&cfg.balancer),
+            board,
             candidates: Vec::with_capacity(cfg.workers),
             stop: None,
             dispatched: 0,
@@ -329,6 +345,10 @@ impl<'a> Master<'a> {
         let _ = io::stdout().flush();
         let generation = self.next_generation;
         self.next_generation += 1;
+        // The new process starts from zero; a dead predecessor's figures must not linger.
+        if let Some(board) = &self.board {
+            board.store(i, 0, 0);
+        }
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(master_end);
@@ -355,7 +375,6 @@ impl<'a> Master<'a> {
                 slot.state = WorkerState::Starting;
                 slot.restart_at = None;
                 slot.open = 0;
-                slot.received = 0;
                 slot.dispatched = 0;
                 slot.requests = 0;
                 slot.blocked = false;
@@ -396,7 +415,7 @@ impl<'a> Master<'a> {
             server_config: self.cfg.server_config.clone(),
             term_deadline: self.cfg.shutdown_timeout,
             quit_deadline: self.cfg.quit_timeout,
-            live_load: self.cfg.architecture == Architecture::Centralized,
+            board: self.board.as_ref().map(|b| (Rc::clone(b), i)),
             signal_mask: self.old_mask,
             app: self.app,
         };
@@ -456,7 +475,6 @@ impl<'a> Master<'a> {
         slot.requests_before += slot.requests;
         slot.requests = 0;
         slot.open = 0;
-        slot.received = 0;
         slot.dispatched = 0;
         slot.blocked = false;
         if reason.is_some() {
@@ -558,17 +576,8 @@ impl<'a> Master<'a> {
                     }
                 }
             }
-            ToMaster::Load { open, received } => {
+            ToMaster::Stats { open, requests, .. } => {
                 slot.open = u64::from(open);
-                slot.received = received;
-            }
-            ToMaster::Stats {
-                open,
-                received,
-                requests,
-            } => {
-                slot.open = u64::from(open);
-                slot.received = received;
                 slot.requests = requests;
             }
             ToMaster::Stopping => {
@@ -665,6 +674,7 @@ impl<'a> Master<'a> {
         }
         .encode(&mut buf);
         loop {
+            let board = self.board.as_deref();
             self.candidates.clear();
             self.candidates.extend(
                 self.slots
@@ -674,7 +684,7 @@ impl<'a> Master<'a> {
                     .map(|(slot, s)| Candidate {
                         slot,
                         generation: s.generation,
-                        load: s.load(),
+                        load: s.load(board, slot),
                         weight: s.weight,
                     }),
             );
@@ -967,11 +977,16 @@ impl<'a> Master<'a> {
             workers: self
                 .slots
                 .iter()
-                .map(|s| WorkerMetrics {
+                .enumerate()
+                .map(|(i, s)| WorkerMetrics {
                     id: s.id,
                     pid: s.pid.map(|p| p.as_raw() as u32),
                     state: s.state,
-                    connections: if s.pid.is_some() { s.load() } else { 0 },
+                    connections: if s.pid.is_some() {
+                        s.load(self.board.as_deref(), i)
+                    } else {
+                        0
+                    },
                     requests: s.requests_before + s.requests,
                     restarts: s.restarts,
                     last_exit: s.last_exit,

@@ -57,11 +57,14 @@
 //!   master never waits without a bound other than that, and [`WorkerPool::run`] returns
 //!   `Ok` after a signal-initiated stop. An event-driven worker sees the stop through its
 //!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained).
-//! - **Load reports.** In centralized mode a worker reports its open connections to the
-//!   master each time one closes; the master adds the connections it sent since (opens need
-//!   no message: the master made them), so its view (least-connections, sticky's fallback,
-//!   the metrics) is exact between reports. Every worker also reports each second, which carries
-//!   its request count and shows its loop is turning.
+//! - **Load reports.** In centralized mode each worker publishes its open connections, and
+//!   the connections it has received, each time one opens or closes, on a load board: a word
+//!   per worker in memory shared with the master (mapped before the first fork). The master
+//!   adds the connections it sent that the worker has not picked up yet, so least-connections,
+//!   sticky's fallback and the metrics see live, exact load at every decision, at the cost
+//!   of an atomic store: no message and no wakeup per connection. Every worker also reports
+//!   over its control socket each second, which carries its request count and shows its loop
+//!   is turning.
 
 mod balancer;
 mod ipc;

@@ -5,9 +5,13 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice, IoSliceMut};
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
+use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
     self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
@@ -155,6 +159,85 @@ pub(crate) fn die_with_parent(signal: Signal, parent: Pid) -> io::Result<bool> {
     Ok(nix::unistd::getppid() == parent)
 }
 
+/// Bytes per worker on the [`LoadBoard`]: a cache line, so workers never share one.
+const LOAD_SLOT_BYTES: usize = 64;
+
+/// Memory shared by the master and every worker (mapped before the first fork), one word per
+/// worker: the connections it has open (high 32 bits) and the connections it has received
+/// from the master (low 32 bits, wrapping). The worker stores, the master loads, both with
+/// single atomic operations, so the master always reads a consistent pair, live, without a
+/// system call or a wakeup on either side.
+pub(crate) struct LoadBoard {
+    base: NonNull<u8>,
+    slots: usize,
+}
+
+impl LoadBoard {
+    pub(crate) fn new(slots: usize) -> io::Result<LoadBoard> {
+        let len = NonZeroUsize::new(slots.max(1) * LOAD_SLOT_BYTES)
+            .ok_or_else(|| io::Error::other("empty load board"))?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks: it aliases no
+        // Rust object. It is zero-filled and page-aligned, which `slot` relies on.
+        let ptr = unsafe {
+            mman::mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(LoadBoard {
+            base: ptr.cast(),
+            slots: slots.max(1),
+        })
+    }
+
+    fn slot(&self, slot: usize) -> Option<&AtomicU64> {
+        if slot >= self.slots {
+            return None;
+        }
+        // SAFETY: `slot * LOAD_SLOT_BYTES + 8` is within the mapping, which lives as long as
+        // `self`; the offset is a multiple of 64 from a page-aligned base, so the word is
+        // aligned for `AtomicU64`; every bit pattern (zero-filled at first) is a valid
+        // `AtomicU64`, and the word is only ever accessed atomically, by this process or by
+        // the forked ones sharing the mapping.
+        Some(unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(slot * LOAD_SLOT_BYTES)
+                .cast::<AtomicU64>()
+        })
+    }
+
+    /// Publishes a worker's load (called in the worker).
+    pub(crate) fn store(&self, slot: usize, open: u32, received: u32) {
+        if let Some(word) = self.slot(slot) {
+            word.store(
+                u64::from(open) << 32 | u64::from(received),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Reads a worker's load (called in the master): `(open, received)`.
+    pub(crate) fn load(&self, slot: usize) -> (u32, u32) {
+        self.slot(slot).map_or((0, 0), |word| {
+            let v = word.load(Ordering::Acquire);
+            ((v >> 32) as u32, v as u32)
+        })
+    }
+}
+
+impl Drop for LoadBoard {
+    fn drop(&mut self) {
+        // SAFETY: `base` and the length are exactly the mapping made in `new`, and no
+        // reference into it outlives `self` (`slot` borrows `self`).
+        let _ = unsafe { mman::munmap(self.base.cast(), self.slots * LOAD_SLOT_BYTES) };
+    }
+}
+
 /// Whether a descriptor can travel over a Unix socket here: sends one end of a socket pair
 /// through the other and checks it arrives (the reference's `FdPasser::isSupported`, done by
 /// trying it instead of by guessing from the OS name).
@@ -180,6 +263,30 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn the_load_board_is_shared_with_forked_processes() {
+        let board = LoadBoard::new(3).unwrap();
+        board.store(2, 7, u32::MAX);
+        assert_eq!(board.load(2), (7, u32::MAX));
+        assert_eq!(board.load(0), (0, 0));
+        assert_eq!(board.load(3), (0, 0), "out of range reads as idle");
+        board.store(9, 1, 1); // out of range: ignored
+                              // A forked child writes, the parent sees it. The test harness is multi-threaded, so
+                              // the child only stores a word and leaves with `_exit`.
+                              // SAFETY: the child touches no lock: one atomic store, then `_exit`.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            ForkResult::Child => {
+                board.store(1, 42, 5);
+                // SAFETY: ends the child at once, running nothing of the parent's.
+                unsafe { nix::libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(board.load(1), (42, 5));
+            }
+        }
+    }
 
     #[test]
     fn fd_passing_works_here() {

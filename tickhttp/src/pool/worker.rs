@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use super::ipc::{ToMaster, ToWorker, MAX_MESSAGE};
-use super::sys::{self, Received};
+use super::sys::{self, LoadBoard, Received};
 use super::{defaults, WorkerApp};
 use crate::error::Error;
 use crate::server::{EventSource, Server};
@@ -40,7 +40,8 @@ pub(crate) struct WorkerSettings<'a> {
     pub(crate) server_config: ServerConfig,
     pub(crate) term_deadline: Duration,
     pub(crate) quit_deadline: Option<Duration>,
-    pub(crate) live_load: bool,
+    /// Where to publish live load (centralized mode), and this worker's slot on it.
+    pub(crate) board: Option<(Rc<LoadBoard>, usize)>,
     pub(crate) signal_mask: SigSet,
     pub(crate) app: &'a mut WorkerApp,
 }
@@ -69,10 +70,12 @@ impl Channel {
         }
     }
 
-    fn load(&self, open: usize) -> ToMaster {
-        ToMaster::Load {
-            open: u32::try_from(open).unwrap_or(u32::MAX),
-            received: self.received.get(),
+    /// Publishes the live load on the board, if the master reads one.
+    fn publish(&self, board: &Option<(Rc<LoadBoard>, usize)>, open: usize) {
+        if let Some((board, slot)) = board {
+            let open = u32::try_from(open).unwrap_or(u32::MAX);
+            // The board keeps the low 32 bits; the master subtracts with wrapping.
+            board.store(*slot, open, self.received.get() as u32);
         }
     }
 }
@@ -310,7 +313,7 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         server_config,
         term_deadline,
         quit_deadline,
-        live_load,
+        board,
         signal_mask,
         app,
         ..
@@ -347,16 +350,11 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         timer: stats_timer()?,
         shared: Rc::clone(&shared),
     }))?;
-    if live_load {
-        // Only closes are reported: the master counts what it sends, so an open tells it
-        // nothing new, and one message per connection is half the cost of two.
+    if board.is_some() {
+        // Every open and close, published on the shared board: an atomic store, no message.
         let reporter = Rc::clone(&shared);
-        let last = Cell::new(0usize);
         server.set_connection_observer(Some(Box::new(move |open| {
-            if open < last.get() {
-                reporter.chan.send(reporter.chan.load(open));
-            }
-            last.set(open);
+            reporter.chan.publish(&board, open);
         })));
     }
 
@@ -400,7 +398,7 @@ fn run_callback(settings: WorkerSettings<'_>) -> Result<(), Error> {
         listener,
         term_deadline,
         quit_deadline,
-        live_load,
+        board,
         signal_mask,
         app,
         ..
@@ -456,12 +454,11 @@ fn run_callback(settings: WorkerSettings<'_>) -> Result<(), Error> {
             return;
         }
         chan.open.set(1);
+        chan.publish(&board, 1);
         callback.handle(id, stream, meta);
         handled.set(handled.get() + 1);
         chan.open.set(0);
-        if live_load {
-            chan.send(chan.load(0));
-        }
+        chan.publish(&board, 0);
     };
 
     let mut events = Events::with_capacity(16);
