@@ -119,6 +119,9 @@ pub mod defaults {
     pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
     /// Time a worker gets, past the drain deadline, to close and exit before `SIGKILL`.
     pub const KILL_GRACE: Duration = Duration::from_secs(1);
+    /// How long the kernel holds a connection that has sent nothing before handing it over
+    /// anyway (`TCP_DEFER_ACCEPT`): the server's default header timeout.
+    pub const DEFER_ACCEPT: Duration = Duration::from_secs(10);
     /// Longest configurable timeout or delay (keeps deadline arithmetic far from overflow).
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 }
@@ -324,6 +327,7 @@ pub struct PoolBuilder {
     quit_timeout: Option<Duration>,
     ready_timeout: Duration,
     worker_timeout: Option<Duration>,
+    defer_accept: Option<Duration>,
     status_listen: Option<SocketAddr>,
     app: Option<WorkerApp>,
 }
@@ -358,6 +362,7 @@ impl PoolBuilder {
             quit_timeout: None,
             ready_timeout: defaults::READY_TIMEOUT,
             worker_timeout: None,
+            defer_accept: Some(defaults::DEFER_ACCEPT),
             status_listen: None,
             app: None,
         }
@@ -464,6 +469,15 @@ impl PoolBuilder {
     /// connection at a time and reports between connections).
     pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.worker_timeout = timeout;
+        self
+    }
+
+    /// Hands a new connection to a worker only once the client has sent its first bytes, or
+    /// after this long (`TCP_DEFER_ACCEPT`; default 10 s, `None` to accept at once). The worker
+    /// then finds the request already there: one wakeup per connection instead of two, and
+    /// connections that never send anything never reach the application.
+    pub fn defer_accept(mut self, wait: Option<Duration>) -> Self {
+        self.defer_accept = wait;
         self
     }
 
@@ -669,6 +683,15 @@ impl PoolBuilder {
                 addr
             }
         };
+        if let Some(wait) = self.defer_accept {
+            let secs = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
+            for l in &listeners {
+                if let Err(e) = sys::set_defer_accept(l, secs) {
+                    tracing::warn!(error = %e, "TCP_DEFER_ACCEPT unavailable; accepting at once");
+                    break;
+                }
+            }
+        }
         let status = match self.status_listen {
             Some(addr) => Some(crate::sys::bind_tcp(addr, 64, false)?),
             None => None,

@@ -159,6 +159,30 @@ pub(crate) fn die_with_parent(signal: Signal, parent: Pid) -> io::Result<bool> {
     Ok(nix::unistd::getppid() == parent)
 }
 
+/// Sets `TCP_DEFER_ACCEPT` on a listener: the kernel completes the handshake as usual but
+/// queues the connection for `accept` only once the client has sent data (its request), or
+/// after `secs` seconds. The process that accepts then finds the request already there, so a
+/// worker handles a new connection in one wakeup instead of two (nginx's `deferred`).
+pub(crate) fn set_defer_accept(listener: &std::net::TcpListener, secs: u32) -> io::Result<()> {
+    let value = nix::libc::c_int::try_from(secs).unwrap_or(nix::libc::c_int::MAX);
+    // SAFETY: `listener` owns a valid socket for the duration of the call; the option value
+    // points to a live `c_int` and the length passed is exactly its size.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            listener.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_DEFER_ACCEPT,
+            (&value as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Bytes per worker on the [`LoadBoard`]: a cache line, so workers never share one.
 const LOAD_SLOT_BYTES: usize = 64;
 
