@@ -166,7 +166,9 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query.map_or_else(Vec::new, |q| parse_urlencoded(q.as_bytes()))
 }
 
-fn form_decode(s: &[u8]) -> String {
+/// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept, invalid UTF-8 is
+/// replaced.
+pub(crate) fn form_decode(s: &[u8]) -> String {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
