@@ -65,9 +65,20 @@ pub fn run(server: &mut Server) -> Result<(), tickhttp::Error> {
     Ok(())
 }
 
-/// `/ws`: a WebSocket echo. Its limits let through the 16 MiB messages of the Autobahn
-/// conformance suite (`scripts/autobahn.sh`).
+/// The `/ws` options of the command line, set once before any worker starts.
+static WS_CONFIG: OnceLock<WebSocketConfig> = OnceLock::new();
+
+/// Uses `config` for `/ws` instead of the built-in one.
+pub fn set_ws_config(config: WebSocketConfig) {
+    let _ = WS_CONFIG.set(config);
+}
+
+/// `/ws`: a WebSocket echo. Its default limits let through the 16 MiB messages of the
+/// Autobahn conformance suite (`scripts/autobahn.sh`).
 fn ws_config() -> WebSocketConfig {
+    if let Some(config) = WS_CONFIG.get() {
+        return config.clone();
+    }
     let mut config = WebSocketConfig::default();
     config.max_message_size = 16 * 1024 * 1024;
     config.max_frame_size = 16 * 1024 * 1024;

@@ -2,25 +2,32 @@
 
 mod demo;
 mod pool;
+mod settings;
 
 // A faster allocator for the many small, short-lived allocations of request handling.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tickhttp::{Server, ServerConfig};
+
+use crate::pool::parse_duration;
+use crate::settings::{ConfigError, FileArgs};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tickhttp",
     version,
-    about = "A poll-driven HTTP/1.1 server with a pre-fork worker pool"
+    about = "A poll-driven HTTP/1.1 server with a pre-fork worker pool",
+    after_help = "Run `tickhttp serve --help` for every option. Each option is also a key of \
+                  the --config file: `--max-body-size 1048576` is `max_body_size = 1048576`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,7 +37,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the demo application (and static files) in one process or a worker pool.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Validate a configuration file and print the effective configuration as TOML.
+    CheckConfig {
+        /// The TOML file (the keys of `tickhttp serve --config`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -45,74 +57,373 @@ enum Mode {
     Single,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A boolean option: `--name` alone is true; `--name false` (or off, no, 0) turns it off;
+/// `name = true|false` in the file.
+macro_rules! bool_arg {
+    () => {
+        clap::builder::BoolishValueParser::new()
+    };
+}
+
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Every option is also a key of the --config file: the flag's name without the \
+                  dashes, with _ for -, e.g. `listen = \"0.0.0.0:8080\"`, `workers = 4`, \
+                  `mode = \"centralized\"`, `queue_timeout = \"500ms\"`, `weights = [3, 1, 1]`. \
+                  Flags override the file. Durations take ms, s or m (a bare number is seconds)."
+)]
 struct ServeArgs {
+    /// Read options from this TOML file (flags given on the command line win).
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    config: Option<PathBuf>,
+
     /// Address to listen on.
-    #[arg(long, default_value = tickhttp::config::defaults::LISTEN)]
+    #[arg(long, default_value = tickhttp::config::defaults::LISTEN, help_heading = "Server")]
     listen: SocketAddr,
     /// Process architecture.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    #[arg(long, value_enum, default_value_t = Mode::Auto, help_heading = "Server")]
     mode: Mode,
-    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, default_value = "info")]
-    log: String,
     /// Seconds a graceful shutdown waits for requests in flight.
-    #[arg(long, default_value_t = 10)]
-    shutdown_timeout: u64,
-    /// Most open connections per process.
-    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Largest request body in bytes.
-    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_BODY_SIZE)]
-    max_body_size: u64,
-    /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, default_value_t = tickhttp::config::defaults::KEEP_ALIVE_TIMEOUT.as_secs())]
-    keep_alive_timeout: u64,
-    /// Seconds allowed for a request head.
-    #[arg(long, default_value_t = tickhttp::config::defaults::HEADER_TIMEOUT.as_secs())]
-    header_timeout: u64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Server")]
+    shutdown_timeout: Duration,
     /// Serve the files under this directory for paths the demo routes do not take.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help_heading = "Server")]
     root: Option<PathBuf>,
+
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, default_value = "info", help_heading = "Logging")]
+    log: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, help_heading = "Logging")]
+    log_format: LogFormat,
+    /// One `tickhttp::access` line per response (method, path, status, bytes, duration,
+    /// worker, peer). Off by default so benchmarks measure the server, not the logger.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "Logging")]
+    access_log: bool,
+
+    /// Most open connections per process (503 above).
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_CONNECTIONS, help_heading = "Limits")]
+    max_connections: usize,
+    /// Largest request head in bytes (431 above).
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_HEAD_SIZE, help_heading = "Limits")]
+    max_head_size: usize,
+    /// Most header fields in a request (431 above).
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_HEADERS, help_heading = "Limits")]
+    max_headers: usize,
+    /// Longest request target in bytes (414 above).
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_URI_LEN, help_heading = "Limits")]
+    max_uri_len: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_BODY_SIZE, help_heading = "Limits")]
+    max_body_size: u64,
+    /// Bodies larger than this many bytes are spooled to a temp file.
+    #[arg(long, default_value_t = tickhttp::config::defaults::BODY_SPOOL_THRESHOLD, help_heading = "Limits")]
+    body_spool_threshold: usize,
+    /// Directory for spooled bodies [default: the system temp directory].
+    #[arg(long, value_name = "DIR", help_heading = "Limits")]
+    spool_dir: Option<PathBuf>,
+    /// Pipelined requests in flight per connection before reading pauses.
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_PIPELINED, help_heading = "Limits")]
+    max_pipelined: usize,
+    /// Accepts per loop pass.
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_ACCEPTS_PER_PASS, help_heading = "Limits")]
+    max_accepts_per_pass: usize,
+
+    /// Keep connections open between requests.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "Connections")]
+    keep_alive: bool,
+    /// Requests served on one connection before it is closed.
+    #[arg(long, default_value_t = tickhttp::config::defaults::MAX_REQUESTS_PER_CONNECTION, help_heading = "Connections")]
+    max_requests_per_connection: u32,
+    /// Idle time between requests before a keep-alive connection is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Connections")]
+    keep_alive_timeout: Duration,
+    /// Time allowed for a whole request head (408 after).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Connections")]
+    header_timeout: Duration,
+    /// Longest silence while reading a body (408 after).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Connections")]
+    body_timeout: Duration,
+    /// Longest time without write progress while a response is pending.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Connections")]
+    write_timeout: Duration,
+    /// Set TCP_NODELAY on accepted connections.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "Connections")]
+    nodelay: bool,
+    /// The `Server` header value; empty sends none.
+    #[arg(long, default_value = tickhttp::config::defaults::SERVER_NAME, help_heading = "Connections")]
+    server_name: String,
+
     /// PEM certificate chain: serve HTTPS (with --tls-key).
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
     tls_cert: Option<PathBuf>,
     /// PEM private key matching --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
     tls_key: Option<PathBuf>,
+    /// Time allowed for a TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "TLS")]
+    tls_handshake_timeout: Duration,
+
     /// Requests allowed per client address per --rate-limit-window (off when absent).
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Rate limiting")]
     rate_limit: Option<u32>,
-    /// Seconds of the rate-limit window.
-    #[arg(long, default_value_t = 60)]
-    rate_limit_window: u64,
+    /// The rate-limit window.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Rate limiting")]
+    rate_limit_window: Duration,
+    /// Proxies whose X-Forwarded-For names the client for rate limiting, e.g. 10.0.0.1,10.0.0.2.
+    #[arg(
+        long,
+        value_name = "IP,...",
+        value_delimiter = ',',
+        help_heading = "Rate limiting"
+    )]
+    rate_limit_trusted_proxies: Vec<IpAddr>,
+
+    /// /ws: largest message in bytes (1009 above).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, help_heading = "WebSocket (/ws)")]
+    ws_max_message_size: usize,
+    /// /ws: largest frame payload in bytes (1009 above); also the outgoing fragment size.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, help_heading = "WebSocket (/ws)")]
+    ws_max_frame_size: usize,
+    /// /ws: ping a client after this much silence.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "WebSocket (/ws)")]
+    ws_ping_interval: Duration,
+    /// /ws: close (1008) when a ping is unanswered this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "WebSocket (/ws)")]
+    ws_pong_timeout: Duration,
+    /// /ws: ping idle clients.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "WebSocket (/ws)")]
+    ws_auto_ping: bool,
+    /// /ws: time allowed for the upgrade request's head.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "WebSocket (/ws)")]
+    ws_handshake_timeout: Duration,
+    /// /ws: after sending a close frame, how long to wait for the client's.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "WebSocket (/ws)")]
+    ws_close_timeout: Duration,
+    /// /ws: origins allowed when --ws-validate-origin is on (* allows any).
+    #[arg(
+        long,
+        value_name = "ORIGIN,...",
+        value_delimiter = ',',
+        default_value = "*",
+        help_heading = "WebSocket (/ws)"
+    )]
+    ws_allowed_origins: Vec<String>,
+    /// /ws: check the Origin header against --ws-allowed-origins (403 otherwise).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "WebSocket (/ws)")]
+    ws_validate_origin: bool,
+    /// /ws: refuse unmasked client frames (1002), as RFC 6455 requires.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "WebSocket (/ws)")]
+    ws_require_masking: bool,
+    /// /ws: split outgoing messages larger than --ws-max-frame-size.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = bool_arg!(), help_heading = "WebSocket (/ws)")]
+    ws_auto_fragmentation: bool,
+    /// /ws: bytes of outgoing frames batched before they reach the connection.
+    #[arg(long, default_value_t = 8192, help_heading = "WebSocket (/ws)")]
+    ws_write_buffer_size: usize,
+    /// /ws: pending output in bytes above which a slow consumer is dropped.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, help_heading = "WebSocket (/ws)")]
+    ws_max_write_buffer: usize,
+    /// /ws: subprotocols offered, in order of preference.
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        help_heading = "WebSocket (/ws)"
+    )]
+    ws_sub_protocols: Vec<String>,
+
     #[command(flatten)]
     pool: pool::PoolArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => {
-            init_logging(&args.log);
-            match serve(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tickhttp: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let result = match matches.subcommand() {
+        Some(("check-config", sub)) => {
+            let file = sub.get_one::<PathBuf>("file").cloned().unwrap_or_default();
+            check_config(&file)
+        }
+        _ => run_serve(argv, &matches),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("tickhttp: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("tickhttp: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(filter: &str) {
+enum Failure {
+    /// A bad option or file: exit status 2.
+    Config(ConfigError),
+    /// The server failed while starting or running: exit status 1.
+    Runtime(tickhttp::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<tickhttp::Error> for Failure {
+    fn from(e: tickhttp::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+/// The `serve` options after merging the file: the arguments, their matches, the file.
+struct Resolved {
+    args: ServeArgs,
+    matches: ArgMatches,
+    file: Option<FileArgs>,
+}
+
+/// Parses `argv` (a `tickhttp serve ...` command line), merging `--config FILE` (or `file`)
+/// under the flags.
+fn resolve(
+    mut argv: Vec<OsString>,
+    matches: &ArgMatches,
+    file: Option<&Path>,
+) -> Result<Resolved, ConfigError> {
+    let cli = Cli::command();
+    let serve_cmd = cli
+        .find_subcommand("serve")
+        .ok_or_else(|| ConfigError("no serve command".into()))?;
+    let sub = matches
+        .subcommand_matches("serve")
+        .ok_or_else(|| ConfigError("expected the serve command".into()))?;
+    let path = file
+        .map(Path::to_path_buf)
+        .or_else(|| sub.get_one::<PathBuf>("config").cloned());
+    let file = match &path {
+        Some(p) => Some(settings::load(p, serve_cmd, sub)?),
+        None => None,
+    };
+    let matches = match &file {
+        Some(f) if !f.args.is_empty() => {
+            argv.extend(f.args.iter().cloned());
+            cli.clone().try_get_matches_from(&argv).map_err(|e| {
+                ConfigError(format!(
+                    "{}: {}",
+                    f.path.display(),
+                    settings::clap_reason(&e)
+                ))
+            })?
+        }
+        _ => matches.clone(),
+    };
+    let sub = matches
+        .subcommand_matches("serve")
+        .ok_or_else(|| ConfigError("expected the serve command".into()))?
+        .clone();
+    let args =
+        ServeArgs::from_arg_matches(&sub).map_err(|e| ConfigError(settings::clap_reason(&e)))?;
+    Ok(Resolved {
+        args,
+        matches: sub,
+        file,
+    })
+}
+
+fn check_config(path: &Path) -> Result<(), Failure> {
+    let argv: Vec<OsString> = vec!["tickhttp".into(), "serve".into()];
+    let matches = Cli::command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| ConfigError(settings::clap_reason(&e)))?;
+    let resolved = resolve(argv, &matches, Some(path))?;
+    validate(&resolved)?;
+    let cli = Cli::command();
+    let serve_cmd = cli
+        .find_subcommand("serve")
+        .ok_or_else(|| ConfigError("no serve command".into()))?;
+    print!(
+        "# {}: valid. The effective configuration (# where each value comes from):\n{}",
+        path.display(),
+        settings::effective_toml(serve_cmd, &resolved.matches, resolved.file.as_ref())
+    );
+    Ok(())
+}
+
+fn run_serve(argv: Vec<OsString>, matches: &ArgMatches) -> Result<(), Failure> {
+    let resolved = resolve(argv, matches, None)?;
+    init_logging(&resolved.args.log, resolved.args.log_format);
+    let (config, ws) = validate(&resolved)?;
+    if let Some(f) = &resolved.file {
+        tracing::debug!(file = %f.path.display(), keys = ?f.keys, "configuration file read");
+    }
+    serve(resolved.args, config, ws)?;
+    Ok(())
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Builds and checks the server and WebSocket configurations; an error names the key (and
+/// the file when the value came from it).
+fn validate(
+    resolved: &Resolved,
+) -> Result<(ServerConfig, tickhttp::ws::WebSocketConfig), ConfigError> {
+    let args = &resolved.args;
+    let file = resolved.file.as_ref();
+    let describe = |key: &str, reason: &str| ConfigError(FileArgs::describe(file, key, reason));
+    if let Some(root) = &args.root {
+        if !root.is_dir() {
+            return Err(describe(
+                "root",
+                &format!("{} is not a directory", root.display()),
+            ));
+        }
+    }
+    let config = server_config(args).map_err(|e| match e {
+        tickhttp::Error::Config { option, reason } => {
+            let key = match option {
+                "tls" => "tls_cert",
+                "rate_limit.requests" => "rate_limit",
+                "rate_limit.window" => "rate_limit_window",
+                other => other,
+            };
+            describe(key, &reason)
+        }
+        other => describe("tls_cert", &other.to_string()),
+    })?;
+    let ws = ws_config(args);
+    ws.validate().map_err(|e| match e {
+        tickhttp::Error::Config { option, reason } => describe(&format!("ws_{option}"), &reason),
+        other => ConfigError(other.to_string()),
+    })?;
+    Ok((config, ws))
 }
 
 fn server_config(args: &ServeArgs) -> Result<ServerConfig, tickhttp::Error> {
@@ -121,37 +432,64 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, tickhttp::Error> {
         _ => None,
     };
     let rate_limit = args.rate_limit.map(|n| {
-        tickhttp::ratelimit::RateLimitConfig::new(
-            n,
-            Duration::from_secs(args.rate_limit_window.max(1)),
-        )
+        tickhttp::ratelimit::RateLimitConfig::new(n, args.rate_limit_window)
+            .trust_proxies(args.rate_limit_trusted_proxies.clone())
     });
     let config = ServerConfig::default()
         .listen(args.listen)
+        .backlog(args.pool.backlog)
         .max_connections(args.max_connections)
+        .max_head_size(args.max_head_size)
+        .max_headers(args.max_headers)
+        .max_uri_len(args.max_uri_len)
         .max_body_size(args.max_body_size)
-        .keep_alive_timeout(Duration::from_secs(args.keep_alive_timeout.max(1)))
-        .header_timeout(Duration::from_secs(args.header_timeout.max(1)))
+        .body_spool_threshold(args.body_spool_threshold)
+        .spool_dir(args.spool_dir.clone())
+        .keep_alive(args.keep_alive)
+        .max_requests_per_connection(args.max_requests_per_connection)
+        .keep_alive_timeout(args.keep_alive_timeout)
+        .header_timeout(args.header_timeout)
+        .body_timeout(args.body_timeout)
+        .write_timeout(args.write_timeout)
+        .max_pipelined(args.max_pipelined)
+        .max_accepts_per_pass(args.max_accepts_per_pass)
+        .server_name((!args.server_name.is_empty()).then(|| args.server_name.clone()))
+        .nodelay(args.nodelay)
         .tls(tls)
+        .tls_handshake_timeout(args.tls_handshake_timeout)
         .rate_limit(rate_limit);
     config.validate()?;
     Ok(config)
 }
 
-fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
-    let config = server_config(&args)?;
+fn ws_config(args: &ServeArgs) -> tickhttp::ws::WebSocketConfig {
+    let mut ws = tickhttp::ws::WebSocketConfig::default();
+    ws.max_message_size = args.ws_max_message_size;
+    ws.max_frame_size = args.ws_max_frame_size;
+    ws.ping_interval = args.ws_ping_interval;
+    ws.pong_timeout = args.ws_pong_timeout;
+    ws.auto_ping = args.ws_auto_ping;
+    ws.handshake_timeout = args.ws_handshake_timeout;
+    ws.close_timeout = args.ws_close_timeout;
+    ws.allowed_origins = args.ws_allowed_origins.clone();
+    ws.validate_origin = args.ws_validate_origin;
+    ws.require_masking = args.ws_require_masking;
+    ws.auto_fragmentation = args.ws_auto_fragmentation;
+    ws.write_buffer_size = args.ws_write_buffer_size;
+    ws.max_write_buffer = args.ws_max_write_buffer;
+    ws.sub_protocols = args.ws_sub_protocols.clone();
+    ws
+}
+
+fn serve(
+    args: ServeArgs,
+    config: ServerConfig,
+    ws: tickhttp::ws::WebSocketConfig,
+) -> Result<(), tickhttp::Error> {
     if let Some(root) = &args.root {
-        if !root.is_dir() {
-            return Err(tickhttp::Error::Io {
-                context: "--root must be a directory",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    root.display().to_string(),
-                ),
-            });
-        }
         demo::set_root(root.clone());
     }
+    demo::set_ws_config(ws);
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -160,10 +498,7 @@ fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
     match args.mode {
         Mode::Single => {
             let mut server = Server::bind(config)?;
-            tickhttp::signal::shutdown_on_signals(
-                &mut server,
-                Duration::from_secs(args.shutdown_timeout),
-            )?;
+            tickhttp::signal::shutdown_on_signals(&mut server, args.shutdown_timeout)?;
             tickhttp::signal::reload_tls_on_hup(&mut server)?;
             let addr = server.local_addr().unwrap_or(args.listen);
             tracing::info!(%addr, mode = "single", root = ?args.root, tls = server.is_tls(), "tickhttp listening on {scheme}://{addr}/");
@@ -177,7 +512,7 @@ fn serve(args: ServeArgs) -> Result<(), tickhttp::Error> {
                 Mode::Centralized => tickhttp::pool::Architecture::Centralized,
                 _ => tickhttp::pool::Architecture::Auto,
             };
-            let timeout = Duration::from_secs(args.shutdown_timeout);
+            let timeout = args.shutdown_timeout;
             pool::serve(architecture, config, timeout, args.pool)
         }
     }

@@ -87,7 +87,7 @@ fn parse_balancer(s: &str) -> Result<BalancerKind, String> {
 }
 
 /// `250ms`, `1.5s`, `2m`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => s.split_at(i),
