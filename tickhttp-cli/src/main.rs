@@ -190,6 +190,16 @@ struct ServeArgs {
     )]
     rate_limit_trusted_proxies: Vec<IpAddr>,
 
+    /// Require a PROXY protocol (v1 or v2) header from these peers (addresses or networks,
+    /// e.g. 10.0.0.0/8,192.0.2.7) and take the client address from it. Off when empty.
+    #[arg(
+        long,
+        value_name = "NET,...",
+        value_delimiter = ',',
+        help_heading = "Proxies"
+    )]
+    proxy_protocol_trusted: Vec<tickhttp::proxy::TrustedNet>,
+
     /// /ws: largest message in bytes (1009 above).
     #[arg(long, default_value_t = 16 * 1024 * 1024, help_heading = "WebSocket (/ws)")]
     ws_max_message_size: usize,
@@ -383,6 +393,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -412,6 +423,7 @@ fn validate(
                 "tls" => "tls_cert",
                 "rate_limit.requests" => "rate_limit",
                 "rate_limit.window" => "rate_limit_window",
+                "proxy_protocol" | "proxy_protocol.trusted" => "proxy_protocol_trusted",
                 other => other,
             };
             describe(key, &reason)
@@ -457,7 +469,11 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, tickhttp::Error> {
         .nodelay(args.nodelay)
         .tls(tls)
         .tls_handshake_timeout(args.tls_handshake_timeout)
-        .rate_limit(rate_limit);
+        .rate_limit(rate_limit)
+        .access_log(args.access_log)
+        .proxy_protocol((!args.proxy_protocol_trusted.is_empty()).then(|| {
+            tickhttp::proxy::ProxyProtocolConfig::new(args.proxy_protocol_trusted.clone())
+        }));
     config.validate()?;
     Ok(config)
 }

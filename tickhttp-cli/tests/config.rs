@@ -222,3 +222,47 @@ fn serve_reads_the_file_and_flags_override_it() {
     assert!(resp.contains("erver: from-flag\r\n"), "{resp}");
     assert!(get(&addr, &long).starts_with("HTTP/1.1 414"));
 }
+
+#[test]
+fn access_log_lines_in_json() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--mode",
+            "single",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let _running = Running(child);
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first.starts_with('{'), "{first}");
+    get(&addr, "/plaintext");
+    let access = lines
+        .map_while(Result::ok)
+        .find(|l| l.contains("tickhttp::access"))
+        .unwrap();
+    for field in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/plaintext\"",
+        "\"status\":200",
+        "\"bytes\":13",
+        "\"duration_ms\":",
+    ] {
+        assert!(access.contains(field), "{field} in {access}");
+    }
+}

@@ -109,6 +109,12 @@ pub struct ServerConfig {
     pub tls_handshake_timeout: Duration,
     /// Per-client rate limit (`None`: off).
     pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    /// Emit one `tickhttp::access` tracing event per response (method, path, status, bytes,
+    /// duration_ms, worker, peer). Off: nothing is recorded or allocated for it.
+    pub access_log: bool,
+    /// Require a PROXY protocol header from these trusted peers and take the client address
+    /// from it (`None`: off). Plain TCP only.
+    pub proxy_protocol: Option<crate::proxy::ProxyProtocolConfig>,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +146,8 @@ impl Default for ServerConfig {
             tls: None,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             rate_limit: None,
+            access_log: false,
+            proxy_protocol: None,
         }
     }
 }
@@ -198,6 +206,10 @@ impl ServerConfig {
         tls_handshake_timeout: Duration,
         /// Sets [`ServerConfig::rate_limit`].
         rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+        /// Sets [`ServerConfig::access_log`].
+        access_log: bool,
+        /// Sets [`ServerConfig::proxy_protocol`].
+        proxy_protocol: Option<crate::proxy::ProxyProtocolConfig>,
     }
 
     /// Checks every value; the error names the option and the allowed range.
@@ -249,6 +261,15 @@ impl ServerConfig {
         }
         if let Some(limit) = &self.rate_limit {
             limit.validate()?;
+        }
+        if let Some(proxy) = &self.proxy_protocol {
+            proxy.validate()?;
+            if self.tls.is_some() {
+                return Err(Error::config(
+                    "proxy_protocol",
+                    "is not supported together with TLS (terminate TLS at the proxy)",
+                ));
+            }
         }
         if let Some(name) = &self.server_name {
             if http::HeaderValue::from_str(name).is_err() {

@@ -46,6 +46,7 @@ pub mod form;
 pub mod fs;
 pub mod pool;
 pub mod proto;
+pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod server;

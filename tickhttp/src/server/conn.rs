@@ -135,6 +135,8 @@ pub(crate) struct Slot {
     pub(crate) received: Instant,
     pub(crate) response: Option<Response>,
     pub(crate) upgrade: Option<Box<PendingUpgrade>>,
+    /// The request's method and target for the access log; `None` when it is off.
+    pub(crate) access: Option<Box<(http::Method, String)>>,
 }
 
 /// A body being written after its head.
@@ -187,6 +189,8 @@ pub(crate) struct Conn {
     pub(crate) accepted: Instant,
     /// Closing follows an error: drain input before closing so the client reads our answer.
     pub(crate) must_linger: bool,
+    /// A trusted proxy's connection whose PROXY header has not been read yet.
+    pub(crate) proxy_pending: bool,
 }
 
 /// What one attempt to read request bytes gave.
@@ -211,6 +215,7 @@ impl Conn {
             next_seq: 0,
             out: Vec::new(),
             out_pos: 0,
+            proxy_pending: false,
             active: None,
             served: 0,
             peer_eof: false,

@@ -721,6 +721,7 @@ impl Server {
             )
             .map_err(|refusal| *refusal)
         };
+        let access = self.config.access_log.then(|| access_facts(&head));
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -753,6 +754,7 @@ impl Server {
             received: self.now,
             response: Some(response),
             upgrade,
+            access,
         });
         if c.slots.len() == 1 {
             self.mark_dirty(key);
@@ -1254,6 +1256,11 @@ impl Server {
         let gen = self.next_gen;
         self.next_gen += 1;
         let mut conn = Conn::new(gen, stream, peer, self.now);
+        conn.proxy_pending = self
+            .config
+            .proxy_protocol
+            .as_ref()
+            .is_some_and(|p| p.trusts(peer.ip()));
         if let Some(tls) = &self.tls {
             match rustls::ServerConnection::new(Arc::clone(tls)) {
                 Ok(t) => conn.tls = Some(Box::new(t)),
@@ -1403,6 +1410,25 @@ impl Server {
                     }
                     if c.head_started.is_none() {
                         c.head_started = Some(self.now);
+                    }
+                    if c.proxy_pending {
+                        match crate::proxy::parse(data) {
+                            crate::proxy::Parsed::Incomplete => return,
+                            crate::proxy::Parsed::Header { len, source } => {
+                                c.input.consume(len);
+                                c.proxy_pending = false;
+                                c.head_started = None;
+                                if let Some(source) = source {
+                                    c.peer = source;
+                                }
+                                continue;
+                            }
+                            crate::proxy::Parsed::Invalid => {
+                                tracing::debug!(peer = %c.peer, "no valid PROXY header from a trusted proxy");
+                                self.close_conn(key);
+                                return;
+                            }
+                        }
                     }
                     if !may_be_complete(data, c.head_scanned) {
                         c.head_scanned = data.len();
@@ -1584,6 +1610,7 @@ impl Server {
             received: self.now,
             response: None,
             upgrade: None,
+            access: self.config.access_log.then(|| access_facts(&head)),
         });
         let mut req = http::Request::new(body);
         *req.method_mut() = head.method;
@@ -1631,6 +1658,7 @@ impl Server {
             received: self.now,
             response: Some(resp),
             upgrade: None,
+            access: self.config.access_log.then(|| access_facts(head)),
         });
         if c.slots.len() == 1 {
             self.mark_dirty(key);
@@ -1676,6 +1704,10 @@ impl Server {
             received: self.now,
             response: Some(resp),
             upgrade: None,
+            access: self
+                .config
+                .access_log
+                .then(|| Box::new((http::Method::GET, "-".to_string()))),
         });
         self.metrics.request_received();
         self.metrics.record_response(status, Duration::ZERO);
@@ -1729,6 +1761,9 @@ impl Server {
                     break;
                 };
                 c.front_seq = slot.seq + 1;
+                if let Some(access) = slot.access.take() {
+                    log_access(&slot, &access, c.peer, self.worker_id);
+                }
                 if let Some(up) = slot.upgrade.take() {
                     encode_response(
                         c,
@@ -2153,6 +2188,37 @@ impl Drop for Server {
             self.close_conn(key);
         }
     }
+}
+
+/// What the access log records of a request (only built when it is on).
+fn access_facts(head: &Head) -> Box<(http::Method, String)> {
+    Box::new((head.method.clone(), head.uri.to_string()))
+}
+
+/// One `tickhttp::access` event for a response about to be written.
+fn log_access(slot: &Slot, access: &(http::Method, String), peer: SocketAddr, worker: Option<u32>) {
+    let Some(resp) = slot.response.as_ref() else {
+        return;
+    };
+    let bytes = if slot.head_request {
+        Some(0)
+    } else {
+        resp.body().len()
+    };
+    tracing::info!(
+        target: "tickhttp::access",
+        method = %access.0,
+        path = %access.1,
+        status = resp.status().as_u16(),
+        bytes,
+        duration_ms = slot.received.elapsed().as_secs_f64() * 1000.0,
+        worker,
+        peer = %peer,
+        "{} {} {}",
+        access.0,
+        access.1,
+        resp.status().as_u16(),
+    );
 }
 
 /// Encodes one response into the connection's output; returns whether the connection must
