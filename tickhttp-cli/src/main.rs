@@ -517,7 +517,33 @@ fn serve(
             tickhttp::signal::shutdown_on_signals(&mut server, args.shutdown_timeout)?;
             tickhttp::signal::reload_tls_on_hup(&mut server)?;
             let addr = server.local_addr().unwrap_or(args.listen);
-            tracing::info!(%addr, mode = "single", root = ?args.root, tls = server.is_tls(), "tickhttp listening on {scheme}://{addr}/");
+            let root = args
+                .root
+                .as_ref()
+                .map_or("none (demo routes only)".to_string(), |r| {
+                    r.display().to_string()
+                });
+            tracing::info!(
+                "{}",
+                start_block(
+                    &format!("tickhttp listening on {scheme}://{addr}/"),
+                    &[
+                        ("listening", format!("{scheme}://{addr}/")),
+                        (
+                            "architecture",
+                            "single process (asked for with --mode single)".into()
+                        ),
+                        (
+                            "workers",
+                            "none (this process serves every connection)".into()
+                        ),
+                        ("static root", root),
+                        ("TLS", if server.is_tls() { "on" } else { "off" }.into()),
+                        ("metrics", format!("{scheme}://{addr}/metrics")),
+                        ("health", format!("{scheme}://{addr}/health")),
+                    ]
+                )
+            );
             demo::run(&mut server)?;
             tracing::info!(outcome = ?server.shutdown_outcome(), "stopped");
             Ok(())
@@ -529,7 +555,23 @@ fn serve(
                 _ => tickhttp::pool::Architecture::Auto,
             };
             let timeout = args.shutdown_timeout;
-            pool::serve(architecture, config, timeout, args.pool)
+            let root = args
+                .root
+                .as_ref()
+                .map_or("none (demo routes only)".to_string(), |r| {
+                    r.display().to_string()
+                });
+            pool::serve(architecture, config, timeout, args.pool, root)
         }
     }
+}
+
+/// The block logged at start: one `name: value` line each, names aligned.
+pub(crate) fn start_block(headline: &str, lines: &[(&str, String)]) -> String {
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = headline.to_string();
+    for (name, value) in lines {
+        out.push_str(&format!("\n  {name:<width$}  {value}"));
+    }
+    out
 }

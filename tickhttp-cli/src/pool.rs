@@ -112,7 +112,9 @@ pub fn serve(
     config: ServerConfig,
     shutdown_timeout: Duration,
     args: PoolArgs,
+    root: String,
 ) -> Result<(), tickhttp::Error> {
+    let tls = config.tls.is_some();
     let crash = args.crash_worker;
     let crash_check = move |worker_id: u32| {
         if crash == Some(worker_id) {
@@ -169,23 +171,49 @@ pub fn serve(
     };
     let pool = builder.build()?;
     let addr = pool.local_addr();
+    let scheme = if tls { "https" } else { "http" };
     let balancer = pool
         .balancer()
         .map_or(String::new(), |b| format!(", balancer {b}"));
+    let metrics_url = pool.status_addr().map_or_else(
+        || format!("{scheme}://{addr}/metrics (per worker; --status-listen for the pool's)"),
+        |a| format!("http://{a}/metrics (pool), http://{a}/ (status JSON)"),
+    );
     let status = pool
         .status_addr()
         .map_or(String::new(), |a| format!(", status on http://{a}/"));
+    let headline = format!("tickhttp listening on {scheme}://{addr}/{status}");
     tracing::info!(
-        "tickhttp listening on http://{addr}/ ({} workers, {} architecture ({}){balancer}, \
-         {} workers{status})",
-        pool.worker_count(),
-        pool.architecture(),
-        pool.architecture_reason(),
-        match args.worker_mode {
-            WorkerMode::Event => "event-driven",
-            WorkerMode::Handler => "request-handler",
-            WorkerMode::Callback => "callback",
-        },
+        "{}",
+        crate::start_block(
+            &headline,
+            &[
+                ("listening", format!("{scheme}://{addr}/")),
+                (
+                    "architecture",
+                    format!(
+                        "{} architecture ({}){balancer}",
+                        pool.architecture(),
+                        pool.architecture_reason()
+                    )
+                ),
+                (
+                    "workers",
+                    format!(
+                        "{} ({} workers)",
+                        pool.worker_count(),
+                        match args.worker_mode {
+                            WorkerMode::Event => "event-driven",
+                            WorkerMode::Handler => "request-handler",
+                            WorkerMode::Callback => "callback",
+                        }
+                    )
+                ),
+                ("static root", root),
+                ("TLS", if tls { "on" } else { "off" }.into()),
+                ("metrics", metrics_url),
+            ]
+        )
     );
     let metrics = pool.run()?;
     tracing::info!(

@@ -266,3 +266,39 @@ fn access_log_lines_in_json() {
         assert!(access.contains(field), "{field} in {access}");
     }
 }
+
+#[test]
+fn the_start_block_names_address_architecture_workers_root_tls_and_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--mode",
+            "single",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+        ])
+        .arg(root.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take(8)
+        .collect();
+    let _running = Running(child);
+    let block = lines.join("\n");
+    for needle in [
+        "tickhttp listening on http://127.0.0.1:",
+        "  listening     http://127.0.0.1:",
+        "  architecture  single process",
+        "  workers       none",
+        &format!("  static root   {}", root.path().display()),
+        "  TLS           off",
+        "  metrics       http://127.0.0.1:",
+    ] {
+        assert!(block.contains(needle), "{needle:?} in\n{block}");
+    }
+}
