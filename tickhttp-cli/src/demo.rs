@@ -52,9 +52,21 @@ fn serve_static(server: &mut Server, req: &Request) -> Option<Response<Body>> {
 
 /// Runs the demo app on `server` until the server stops (after a graceful shutdown).
 pub fn run(server: &mut Server) -> Result<(), tickhttp::Error> {
+    run_with(server, || {})
+}
+
+/// [`run`], calling `on_stopping` once, as soon as the loop sees that a graceful shutdown
+/// began (or that the server stopped, when the shutdown finished within one turn).
+pub fn run_with(server: &mut Server, on_stopping: impl FnOnce()) -> Result<(), tickhttp::Error> {
+    let mut on_stopping = Some(on_stopping);
     server.attach_websocket("/ws", ws_config())?;
     while server.is_running() {
         server.wait(None)?;
+        if server.is_shutting_down() || !server.is_running() {
+            if let Some(f) = on_stopping.take() {
+                f();
+            }
+        }
         while let Some(req) = server.get_request() {
             handle(server, req)?;
         }

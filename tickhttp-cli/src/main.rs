@@ -3,6 +3,7 @@
 mod demo;
 mod pool;
 mod settings;
+mod systemd;
 
 // A faster allocator for the many small, short-lived allocations of request handling.
 #[cfg(feature = "mimalloc")]
@@ -53,7 +54,8 @@ enum Mode {
     Shared,
     /// A worker pool; the master accepts and hands connections to the workers.
     Centralized,
-    /// One process, no pool.
+    /// One process, no pool. The only mode with systemd socket activation (LISTEN_FDS) and
+    /// notifications (READY=1, STOPPING=1, WATCHDOG=1) for now.
     Single,
 }
 
@@ -389,8 +391,17 @@ fn run_serve(argv: Vec<OsString>, matches: &ArgMatches) -> Result<(), Failure> {
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns once per handshake about clients that send an IP address as SNI (wrk,
+    // some curl builds); that is the client's quirk, not an operator's concern.
+    let quiet = |f: &str| {
+        if f.contains("rustls") {
+            f.to_string()
+        } else {
+            format!("{f},rustls=error")
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(quiet(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -513,10 +524,35 @@ fn serve(
     };
     match args.mode {
         Mode::Single => {
-            let mut server = Server::bind(config)?;
+            let mut server = Server::new(config)?;
+            // Socket activation: systemd bound the port and passed it as fd 3; --listen is
+            // not bound then. start() binds only when no listener was added.
+            let activated = match systemd::activated_listener()? {
+                Some(listener) => {
+                    server.add_listener(listener)?;
+                    true
+                }
+                None => false,
+            };
+            server.start()?;
             tickhttp::signal::shutdown_on_signals(&mut server, args.shutdown_timeout)?;
             tickhttp::signal::reload_tls_on_hup(&mut server)?;
+            let watchdog = systemd::start_watchdog(&mut server);
             let addr = server.local_addr().unwrap_or(args.listen);
+            let socket = if activated {
+                "passed by systemd (socket activation, fd 3; --listen not bound)".to_string()
+            } else {
+                format!("bound by tickhttp (--listen {})", args.listen)
+            };
+            let notify = match (std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog) {
+                (false, _) => "off (no NOTIFY_SOCKET)".to_string(),
+                (true, None) => "READY=1, STOPPING=1".to_string(),
+                (true, Some(w)) => format!(
+                    "READY=1, STOPPING=1, WATCHDOG=1 every {:?} (WatchdogSec {:?})",
+                    w / 2,
+                    w
+                ),
+            };
             let root = args
                 .root
                 .as_ref()
@@ -541,14 +577,26 @@ fn serve(
                         ("TLS", if server.is_tls() { "on" } else { "off" }.into()),
                         ("metrics", format!("{scheme}://{addr}/metrics")),
                         ("health", format!("{scheme}://{addr}/health")),
+                        ("socket", socket),
+                        ("sd_notify", notify),
                     ]
                 )
             );
-            demo::run(&mut server)?;
+            systemd::notify(sd_notify::NotifyState::Ready);
+            demo::run_with(&mut server, || {
+                tracing::info!("graceful shutdown started");
+                systemd::notify(sd_notify::NotifyState::Stopping);
+            })?;
             tracing::info!(outcome = ?server.shutdown_outcome(), "stopped");
             Ok(())
         }
         Mode::Auto | Mode::Shared | Mode::Centralized => {
+            if systemd::socket_activated() || std::env::var_os("NOTIFY_SOCKET").is_some() {
+                tracing::warn!(
+                    "systemd socket activation and notifications are supported with --mode \
+                     single only; the pool binds --listen itself and sends no notifications"
+                );
+            }
             let architecture = match args.mode {
                 Mode::Shared => tickhttp::pool::Architecture::Shared,
                 Mode::Centralized => tickhttp::pool::Architecture::Centralized,
