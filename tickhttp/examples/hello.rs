@@ -4,7 +4,8 @@
 //! cargo run --example hello -- 127.0.0.1:8080
 //! curl http://127.0.0.1:8080/anything
 //! ```
-//! With a second argument (seconds), it stops by itself after that long (used by CI).
+//! The address may also come from the `ADDR` environment variable. With a second argument
+//! (seconds), it stops by itself after that long.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use tickhttp::{Server, ServerConfig};
 fn main() -> Result<(), tickhttp::Error> {
     let addr = std::env::args()
         .nth(1)
+        .or_else(|| std::env::var("ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let run_for = std::env::args()
         .nth(2)

@@ -5,6 +5,8 @@
 //! cargo run --example streaming -- 127.0.0.1:8080
 //! curl -N 'http://127.0.0.1:8080/generate?prompt=hello+world'
 //! ```
+//!
+//! The address may also come from the `ADDR` environment variable.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use tickhttp::{Body, Server, ServerConfig};
 fn main() -> Result<(), tickhttp::Error> {
     let addr = std::env::args()
         .nth(1)
+        .or_else(|| std::env::var("ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let listen = addr
         .parse()

@@ -1,7 +1,7 @@
 //! A chat server: the page at `/`, a WebSocket at `/chat`, rooms and broadcast.
 //!
 //! ```text
-//! cargo run --example websocket_chat -- 127.0.0.1:8090
+//! cargo run --example websocket_chat -- 127.0.0.1:8090     # or ADDR=127.0.0.1:8090
 //! ```
 //!
 //! Then open http://127.0.0.1:8090/ in two browser tabs. The protocol is JSON text messages.
@@ -45,6 +45,7 @@ enum ClientMessage {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = std::env::args()
         .nth(1)
+        .or_else(|| std::env::var("ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:8090".to_string())
         .parse()?;
     let mut server = Server::bind(ServerConfig::default().listen(listen))?;
