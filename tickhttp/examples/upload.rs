@@ -45,8 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "uploads".into()),
     );
     // Parts are written below DIR while they arrive, so keeping one is a rename. The dot
-    // keeps the directory out of `/files/` (dotfiles are never served).
+    // keeps the directory out of `/files/` (dotfiles are never served). Parts left there by
+    // a run that was killed are not wanted: start empty.
     let incoming = dir.join(".incoming");
+    let _ = std::fs::remove_dir_all(&incoming);
     std::fs::create_dir_all(&incoming)?;
     let mut files = StaticFiles::new(&dir, StaticConfig::default())?;
 
