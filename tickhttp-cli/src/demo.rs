@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tickhttp::admin::Endpoint;
 use tickhttp::fs::{StaticConfig, StaticFiles};
 use tickhttp::ws::{WebSocketConfig, WsEvent};
 use tickhttp::{Body, Request, Server};
@@ -142,11 +143,16 @@ pub fn handle(server: &mut Server, req: Request) -> Result<(), tickhttp::Error> 
             );
             text(StatusCode::OK, body, "application/json")
         }
-        (&Method::GET | &Method::HEAD, "/metrics") => text(
-            StatusCode::OK,
-            metrics_text(server),
-            "text/plain; version=0.0.4",
-        ),
+        // The same documents as under --admin-prefix, also at the root for convenience.
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            server.admin_reply(Endpoint::Metrics).into_response()
+        }
+        (&Method::GET | &Method::HEAD, "/status") => {
+            server.admin_reply(Endpoint::Status).into_response()
+        }
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            server.admin_reply(Endpoint::Ready).into_response()
+        }
         (&Method::POST | &Method::PUT, "/echo") => {
             let content_type = req
                 .headers()
@@ -169,8 +175,8 @@ pub fn handle(server: &mut Server, req: Request) -> Result<(), tickhttp::Error> 
         (&Method::GET, "/events") => return events(server, &req),
         (
             _,
-            "/" | "/plaintext" | "/json" | "/health" | "/whoami" | "/metrics" | "/echo" | "/sleep"
-            | "/events",
+            "/" | "/plaintext" | "/json" | "/health" | "/whoami" | "/metrics" | "/status"
+            | "/ready" | "/echo" | "/sleep" | "/events",
         ) => {
             let mut resp = text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -247,76 +253,4 @@ fn events(server: &mut Server, req: &Request) -> Result<(), tickhttp::Error> {
         }
     });
     Ok(())
-}
-
-fn metrics_text(server: &Server) -> String {
-    let m = server.metrics();
-    let worker = server.worker_id().unwrap_or(0);
-    let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, value: f64| {
-        out.push_str(&format!(
-            "# HELP tickhttp_{name} {help}\n# TYPE tickhttp_{name} {kind}\ntickhttp_{name}{{worker=\"{worker}\"}} {value}\n"
-        ));
-    };
-    line(
-        "requests_total",
-        "counter",
-        "Requests received.",
-        m.total_requests as f64,
-    );
-    line(
-        "requests_successful_total",
-        "counter",
-        "Responses below 400.",
-        m.successful_requests as f64,
-    );
-    line(
-        "requests_failed_total",
-        "counter",
-        "Responses of 400 and above.",
-        m.failed_requests as f64,
-    );
-    line(
-        "connections_active",
-        "gauge",
-        "Open connections.",
-        m.active_connections as f64,
-    );
-    line(
-        "connections_total",
-        "counter",
-        "Connections opened.",
-        m.total_connections as f64,
-    );
-    line(
-        "connections_closed_total",
-        "counter",
-        "Connections closed.",
-        m.closed_connections as f64,
-    );
-    line(
-        "connections_timed_out_total",
-        "counter",
-        "Connections closed by a timeout.",
-        m.timed_out_connections as f64,
-    );
-    line(
-        "request_duration_avg_ms",
-        "gauge",
-        "Mean request-to-response time.",
-        m.avg_request_duration_ms,
-    );
-    line(
-        "request_duration_max_ms",
-        "gauge",
-        "Longest request-to-response time.",
-        m.max_request_duration_ms,
-    );
-    line(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-        m.uptime.as_secs_f64(),
-    );
-    out
 }

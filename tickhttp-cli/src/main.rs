@@ -50,7 +50,7 @@ enum Command {
 enum Mode {
     /// A worker pool, centralized where descriptor passing works, else shared-socket.
     Auto,
-    /// A worker pool; each worker accepts on its own SO_REUSEPORT listener.
+    /// A worker pool; every worker accepts on one shared listening socket.
     Shared,
     /// A worker pool; the master accepts and hands connections to the workers.
     Centralized,
@@ -111,6 +111,17 @@ struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
           default_missing_value = "true", value_parser = bool_arg!(), help_heading = "Logging")]
     access_log: bool,
+
+    /// Serve PREFIX/metrics (Prometheus), PREFIX/status (JSON), PREFIX/health and
+    /// PREFIX/ready on the main listener, answered by the server before the application (in
+    /// a pool, by any worker for the whole pool). "off" turns them off.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "/_tickhttp",
+        help_heading = "Observability"
+    )]
+    admin_prefix: String,
 
     /// Most open connections per process (503 above).
     #[arg(long, default_value_t = tickhttp::config::defaults::MAX_CONNECTIONS, help_heading = "Limits")]
@@ -482,11 +493,18 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, tickhttp::Error> {
         .tls_handshake_timeout(args.tls_handshake_timeout)
         .rate_limit(rate_limit)
         .access_log(args.access_log)
+        .admin_prefix(admin_prefix(&args.admin_prefix))
         .proxy_protocol((!args.proxy_protocol_trusted.is_empty()).then(|| {
             tickhttp::proxy::ProxyProtocolConfig::new(args.proxy_protocol_trusted.clone())
         }));
     config.validate()?;
     Ok(config)
+}
+
+/// `--admin-prefix`: "off" (or empty) turns the endpoints off.
+pub(crate) fn admin_prefix(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("off")).then(|| v.to_string())
 }
 
 fn ws_config(args: &ServeArgs) -> tickhttp::ws::WebSocketConfig {
@@ -575,8 +593,10 @@ fn serve(
                         ),
                         ("static root", root),
                         ("TLS", if server.is_tls() { "on" } else { "off" }.into()),
-                        ("metrics", format!("{scheme}://{addr}/metrics")),
-                        ("health", format!("{scheme}://{addr}/health")),
+                        (
+                            "metrics",
+                            admin_urls(&format!("{scheme}://{addr}"), &args.admin_prefix)
+                        ),
                         ("socket", socket),
                         ("sd_notify", notify),
                     ]
@@ -611,6 +631,17 @@ fn serve(
                 });
             pool::serve(architecture, config, timeout, args.pool, root)
         }
+    }
+}
+
+/// The start block's line for the admin endpoints under `prefix` at `base`.
+pub(crate) fn admin_urls(base: &str, prefix: &str) -> String {
+    match admin_prefix(prefix) {
+        Some(p) => format!(
+            "{base}{p}/metrics (Prometheus), {base}{p}/status (JSON), {p}/health, {p}/ready; \
+             the demo's {base}/ shows them live"
+        ),
+        None => format!("{base}/metrics (demo route; --admin-prefix is off)"),
     }
 }
 

@@ -62,11 +62,27 @@ pub struct PoolArgs {
     /// How long a new worker may take to report ready.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
-    /// Kill and restart a worker whose loop sends no report for this long (e.g. 30s);
-    /// off by default.
+    /// Kill and restart a worker whose event loop has not turned for this long (e.g. 30s),
+    /// after logging the request it was stuck on; off by default.
     #[arg(long, value_parser = parse_duration)]
     pub worker_timeout: Option<Duration>,
-    /// Serve the master's metrics on this address (GET / for JSON, /metrics for Prometheus).
+    /// Replace a worker after this many requests (the replacement starts first; the old
+    /// worker drains); off by default.
+    #[arg(long)]
+    pub max_requests: Option<u64>,
+    /// Up to this many more requests, drawn per worker, so workers do not recycle together.
+    #[arg(long, default_value_t = 0)]
+    pub max_requests_jitter: u64,
+    /// Replace a worker whose resident memory exceeds this (bytes, or with K, M or G, e.g.
+    /// 512M); off by default.
+    #[arg(long, value_parser = parse_size)]
+    pub max_rss: Option<u64>,
+    /// Replace a worker older than this (less up to a tenth, drawn per worker; e.g. 30m);
+    /// off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Also serve the admin endpoints from the master on this separate address: /metrics
+    /// (Prometheus), /status (JSON, also /), /health and /ready.
     #[arg(long)]
     pub status_listen: Option<SocketAddr>,
     /// How the demo runs in each worker.
@@ -76,6 +92,33 @@ pub struct PoolArgs {
     /// soon as it starts.
     #[arg(long, hide = true)]
     pub crash_worker: Option<u32>,
+    /// Fault injection for liveness tests (request-handler mode): `GET /block?ms=N` blocks
+    /// the worker's loop for N milliseconds.
+    #[arg(long, hide = true)]
+    pub block_endpoint: bool,
+}
+
+/// `4096`, `64K`, `512M`, `2G` (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let value: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size such as 4096, 64K, 512M or 2G, got {s:?}"))?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use K, M or G")),
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_workers(s: &str) -> Result<Workers, String> {
@@ -115,6 +158,7 @@ pub fn serve(
     root: String,
 ) -> Result<(), tickhttp::Error> {
     let tls = config.tls.is_some();
+    let admin_prefix = config.admin_prefix.clone();
     let crash = args.crash_worker;
     let crash_check = move |worker_id: u32| {
         if crash == Some(worker_id) {
@@ -136,7 +180,10 @@ pub fn serve(
         .shutdown_timeout(shutdown_timeout)
         .quit_timeout(args.quit_timeout)
         .ready_timeout(args.ready_timeout)
-        .worker_timeout(args.worker_timeout);
+        .worker_timeout(args.worker_timeout)
+        .max_requests(args.max_requests, args.max_requests_jitter)
+        .max_rss(args.max_rss)
+        .max_age(args.max_age);
     if let Some(balancer) = args.balancer {
         builder = builder.balancer(balancer);
     }
@@ -150,10 +197,18 @@ pub fn serve(
         }),
         WorkerMode::Handler => {
             let mut started = false;
-            builder.handler(move |server: &mut Server, req| {
+            let block = args.block_endpoint;
+            builder.handler(move |server: &mut Server, req: tickhttp::Request| {
                 if !started {
                     started = true;
                     crash_check(server.worker_id().unwrap_or(0));
+                }
+                if block && req.path() == "/block" {
+                    let ms = req
+                        .query_param("ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1000);
+                    std::thread::sleep(Duration::from_millis(ms));
                 }
                 demo::handle(server, req)
             })
@@ -175,10 +230,16 @@ pub fn serve(
     let balancer = pool
         .balancer()
         .map_or(String::new(), |b| format!(", balancer {b}"));
-    let metrics_url = pool.status_addr().map_or_else(
-        || format!("{scheme}://{addr}/metrics (per worker; --status-listen for the pool's)"),
-        |a| format!("http://{a}/metrics (pool), http://{a}/ (status JSON)"),
-    );
+    let main = match &admin_prefix {
+        Some(p) => crate::admin_urls(&format!("{scheme}://{addr}"), p),
+        None => "off on the main listener (--admin-prefix off)".to_string(),
+    };
+    let metrics_url = match pool.status_addr() {
+        Some(a) => {
+            format!("{main}; admin listener http://{a}/metrics, http://{a}/status, /health, /ready")
+        }
+        None => main,
+    };
     let status = pool
         .status_addr()
         .map_or(String::new(), |a| format!(", status on http://{a}/"));
@@ -273,7 +334,7 @@ fn answer_one(worker_id: u32, mut stream: TcpStream, meta: ConnectionMeta) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_size};
     use std::time::Duration;
 
     #[test]
@@ -285,5 +346,16 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("99999999999G").is_err());
     }
 }

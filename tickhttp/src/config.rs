@@ -115,6 +115,10 @@ pub struct ServerConfig {
     /// Require a PROXY protocol header from these trusted peers and take the client address
     /// from it (`None`: off). Plain TCP only.
     pub proxy_protocol: Option<crate::proxy::ProxyProtocolConfig>,
+    /// Answer `PREFIX/metrics`, `PREFIX/status`, `PREFIX/health` and `PREFIX/ready` in the
+    /// server itself, before the application sees them (see [`crate::admin`]); `None`: off.
+    /// The prefix starts with `/` and does not end with one, e.g. `/_tickhttp`.
+    pub admin_prefix: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +152,7 @@ impl Default for ServerConfig {
             rate_limit: None,
             access_log: false,
             proxy_protocol: None,
+            admin_prefix: None,
         }
     }
 }
@@ -210,6 +215,8 @@ impl ServerConfig {
         access_log: bool,
         /// Sets [`ServerConfig::proxy_protocol`].
         proxy_protocol: Option<crate::proxy::ProxyProtocolConfig>,
+        /// Sets [`ServerConfig::admin_prefix`].
+        admin_prefix: Option<String>,
     }
 
     /// Checks every value; the error names the option and the allowed range.
@@ -270,6 +277,9 @@ impl ServerConfig {
                     "is not supported together with TLS (terminate TLS at the proxy)",
                 ));
             }
+        }
+        if let Some(prefix) = &self.admin_prefix {
+            crate::admin::check_prefix(prefix).map_err(|why| Error::config("admin_prefix", why))?;
         }
         if let Some(name) = &self.server_name {
             if http::HeaderValue::from_str(name).is_err() {

@@ -81,6 +81,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -105,7 +106,9 @@ pub use error::{Error, RequestError};
 pub use form::{Form, FormError};
 pub use fs::{StaticConfig, StaticFiles};
 pub use request::{ConnectionMeta, Request, RequestId};
-pub use server::{EventSource, Metrics, Server, ServerMode, ShutdownOutcome, SourceId};
+pub use server::{
+    EventSource, LoopActivity, Metrics, Server, ServerMode, ShutdownOutcome, SourceId,
+};
 pub use task::{yield_now, Responder, Sleep, TaskId, Timer};
 
 /// The `http` crate, re-exported for its `Response`, `StatusCode` and header types.

@@ -44,7 +44,15 @@ fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
 
 /// Spawns `tickhttp serve` with `args`, without waiting for anything.
 pub fn spawn(args: &[&str]) -> (Child, mpsc::Receiver<String>, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickhttp"))
+    spawn_bin(env!("CARGO_BIN_EXE_tickhttp").as_ref(), args)
+}
+
+/// Spawns `BIN serve` with `args` (a copy of the binary, for upgrade tests).
+pub fn spawn_bin(
+    bin: &std::path::Path,
+    args: &[&str],
+) -> (Child, mpsc::Receiver<String>, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(bin)
         .arg("serve")
         .args(args)
         .env("NO_COLOR", "1")
@@ -77,6 +85,16 @@ impl Pool {
 
     /// Starts a pool of `workers` and waits until `ready` of them are ready.
     pub fn start_with_ready(workers: usize, ready: usize, args: &[&str]) -> Pool {
+        Pool::start_bin(
+            env!("CARGO_BIN_EXE_tickhttp").as_ref(),
+            workers,
+            ready,
+            args,
+        )
+    }
+
+    /// Starts `bin` as a pool of `workers` and waits until `ready` of them are ready.
+    pub fn start_bin(bin: &std::path::Path, workers: usize, ready: usize, args: &[&str]) -> Pool {
         let workers_arg = workers.to_string();
         let mut all = vec![
             "--listen",
@@ -87,7 +105,7 @@ impl Pool {
             &workers_arg,
         ];
         all.extend_from_slice(args);
-        let (child, rx, log) = spawn(&all);
+        let (child, rx, log) = spawn_bin(bin, &all);
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut pool = Pool {

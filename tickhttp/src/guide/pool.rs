@@ -46,8 +46,8 @@
 //!
 //! | | shared-socket ([`Architecture::Shared`](crate::pool::Architecture::Shared)) | centralized ([`Architecture::Centralized`](crate::pool::Architecture::Centralized)) |
 //! |---|---|---|
-//! | who accepts | each worker, on its own `SO_REUSEPORT` listener (bound by the master before the fork, one per slot) | the master, on one listener |
-//! | who balances | the kernel, by a hash of the client's address and port | the master's balancer, with each worker's live load |
+//! | who accepts | each worker, on one listening socket the master bound before the first fork and every worker inherits (one accept queue, so a retiring worker leaves nothing behind) | the master, on one listener |
+//! | who balances | the kernel: whichever idle worker accepts first | the master's balancer, with each worker's live load |
 //! | cost per connection | none beyond `accept` | one `sendmsg` with `SCM_RIGHTS` (descriptor, client address, accept time) |
 //! | master on the data path | no | for the hand-over only; the bytes never pass through it |
 //! | overload | the kernel's backlog of the busy worker fills | a bounded queue, then an immediate 503 with `Retry-After` |

@@ -65,6 +65,95 @@ impl fmt::Display for ExitReason {
     }
 }
 
+/// Why the master started a new process for a worker slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RestartReason {
+    /// The worker died on its own (a crash, an exit, a kill from outside).
+    Crash,
+    /// Its event loop stopped turning for longer than `worker_timeout`; the master killed it.
+    Timeout,
+    /// A rolling reload (`SIGHUP`).
+    Reload,
+    /// It served its share of requests (`max_requests`, with jitter).
+    MaxRequests,
+    /// Its resident memory passed `max_rss`.
+    MaxRss,
+    /// It reached `max_age` (with jitter).
+    MaxAge,
+}
+
+impl RestartReason {
+    /// Every reason, in report order.
+    pub const ALL: [RestartReason; 6] = [
+        RestartReason::Crash,
+        RestartReason::Timeout,
+        RestartReason::Reload,
+        RestartReason::MaxRequests,
+        RestartReason::MaxRss,
+        RestartReason::MaxAge,
+    ];
+
+    /// The reason's name in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Timeout => "timeout",
+            RestartReason::Reload => "reload",
+            RestartReason::MaxRequests => "max_requests",
+            RestartReason::MaxRss => "max_rss",
+            RestartReason::MaxAge => "max_age",
+        }
+    }
+
+    fn index(self) -> usize {
+        RestartReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Restarts and replacements of worker processes, counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestartCounts([u64; 6]);
+
+impl RestartCounts {
+    /// Counts one more for `reason`.
+    pub fn add(&mut self, reason: RestartReason) {
+        self.0[reason.index()] += 1;
+    }
+
+    /// The count for `reason`.
+    pub fn get(&self, reason: RestartReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Every reason with its count, in [`RestartReason::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (RestartReason, u64)> + '_ {
+        RestartReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+
+    /// A JSON object, `{"crash":0,...}`.
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        for (i, (r, n)) in self.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "\"{r}\":{n}");
+        }
+        s.push('}');
+        s
+    }
+}
+
 /// One worker slot, as the master sees it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -87,6 +176,15 @@ pub struct WorkerMetrics {
     pub uptime: Option<Duration>,
     /// Relative share under the weighted balancer.
     pub weight: u32,
+    /// The worker's own server counters (requests, responses, connections, durations), as
+    /// it last published them on the shared board; `None` before its first publication.
+    pub server: Option<crate::server::Metrics>,
+    /// Why the slot's current process was started (`None` for its first).
+    pub last_restart: Option<RestartReason>,
+    /// Resident memory of the current process at its last report (the master's view).
+    pub rss_bytes: Option<u64>,
+    /// Time since the current process's event loop last turned (the master's view).
+    pub heartbeat_age: Option<Duration>,
 }
 
 /// A snapshot of the master's counters.
@@ -107,15 +205,36 @@ pub struct PoolMetrics {
     pub dispatched: u64,
     /// Connections answered 503 by the master: queue full, waited too long, or stopping.
     pub rejected: u64,
+    /// Connections answered 429 by the master: their client was over the pool-wide rate
+    /// limit (centralized mode).
+    pub rate_limited: u64,
     /// Whether the pool is shutting down.
     pub stopping: bool,
     /// Time since the master started.
     pub uptime: Duration,
     /// Per slot, in id order.
     pub workers: Vec<WorkerMetrics>,
+    /// Worker processes started for a slot after its first, by reason (the master's view).
+    pub restarts_by_reason: RestartCounts,
+    /// Replaced or removed workers still draining.
+    pub retiring_workers: usize,
 }
 
 impl PoolMetrics {
+    /// Workers ready to serve.
+    pub fn ready_workers(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .count()
+    }
+
+    /// Whether the pool takes traffic: at least one worker is ready and the pool is not
+    /// stopping (the `/ready` endpoint).
+    pub fn is_ready(&self) -> bool {
+        !self.stopping && self.ready_workers() > 0
+    }
+
     /// The largest minus the smallest connection count over ready workers: how unevenly the
     /// live load is spread.
     pub fn connection_spread(&self) -> u64 {
@@ -134,19 +253,26 @@ impl PoolMetrics {
         let _ = write!(
             s,
             "{{\"architecture\":\"{}\",\"balancer\":{},\"total_workers\":{},\"alive_workers\":{},\
-             \"queue_length\":{},\"dispatched\":{},\"rejected\":{},\"stopping\":{},\
-             \"uptime_s\":{:.3},\"connection_spread\":{},\"workers\":[",
+             \"ready_workers\":{},\"ready\":{},\"queue_length\":{},\"dispatched\":{},\
+             \"rejected\":{},\"rate_limited\":{},\"stopping\":{},\
+             \"uptime_s\":{:.3},\"connection_spread\":{},\"restarts_by_reason\":{},\
+             \"retiring_workers\":{},\"workers\":[",
             self.architecture,
             self.balancer
                 .map_or("null".to_string(), |b| format!("\"{b}\"")),
             self.total_workers,
             self.alive_workers,
+            self.ready_workers(),
+            self.is_ready(),
             self.queue_length,
             self.dispatched,
             self.rejected,
+            self.rate_limited,
             self.stopping,
             self.uptime.as_secs_f64(),
             self.connection_spread(),
+            self.restarts_by_reason.to_json(),
+            self.retiring_workers,
         );
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {
@@ -155,7 +281,8 @@ impl PoolMetrics {
             let _ = write!(
                 s,
                 "{{\"id\":{},\"pid\":{},\"state\":\"{}\",\"connections\":{},\"requests\":{},\
-                 \"restarts\":{},\"last_exit\":{},\"uptime_s\":{},\"weight\":{}}}",
+                 \"restarts\":{},\"last_exit\":{},\"uptime_s\":{},\"weight\":{},\
+                 \"last_restart\":{},\"rss_bytes\":{},\"heartbeat_age_ms\":{}}}",
                 w.id,
                 w.pid.map_or("null".to_string(), |p| p.to_string()),
                 w.state,
@@ -167,98 +294,26 @@ impl PoolMetrics {
                 w.uptime
                     .map_or("null".to_string(), |u| format!("{:.3}", u.as_secs_f64())),
                 w.weight,
+                w.last_restart
+                    .map_or("null".to_string(), |r| format!("\"{r}\"")),
+                w.rss_bytes.map_or("null".to_string(), |b| b.to_string()),
+                w.heartbeat_age
+                    .map_or("null".to_string(), |a| a.as_millis().to_string()),
             );
         }
         s.push_str("]}\n");
         s
     }
 
-    /// Prometheus text exposition (the status endpoint's `GET /metrics`).
+    /// Prometheus text exposition (`GET /metrics`): the master's figures and, for each
+    /// worker that published them, its server counters labelled `worker="N"`.
     pub fn to_prometheus(&self) -> String {
-        let mut s = String::new();
-        let mut gauge = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = write!(
-                s,
-                "# HELP tickhttp_pool_{name} {help}\n# TYPE tickhttp_pool_{name} {kind}\ntickhttp_pool_{name} {value}\n"
-            );
-        };
-        gauge(
-            "workers",
-            "gauge",
-            "Configured worker slots.",
-            self.total_workers.to_string(),
-        );
-        gauge(
-            "workers_alive",
-            "gauge",
-            "Slots with a live process.",
-            self.alive_workers.to_string(),
-        );
-        gauge(
-            "queue_length",
-            "gauge",
-            "Connections waiting for a worker.",
-            self.queue_length.to_string(),
-        );
-        gauge(
-            "dispatched_total",
-            "counter",
-            "Connections handed to workers.",
-            self.dispatched.to_string(),
-        );
-        gauge(
-            "rejected_total",
-            "counter",
-            "Connections answered 503 by the master.",
-            self.rejected.to_string(),
-        );
-        type Series = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&WorkerMetrics) -> u64,
-        );
-        let per_worker: [Series; 4] = [
-            (
-                "worker_connections",
-                "gauge",
-                "Open connections per worker.",
-                |w| w.connections,
-            ),
-            (
-                "worker_requests_total",
-                "counter",
-                "Requests per worker slot.",
-                |w| w.requests,
-            ),
-            (
-                "worker_restarts_total",
-                "counter",
-                "Restarts per worker slot.",
-                |w| u64::from(w.restarts),
-            ),
-            (
-                "worker_up",
-                "gauge",
-                "1 while the slot's worker is ready.",
-                |w| u64::from(w.state == WorkerState::Ready),
-            ),
-        ];
-        for (name, kind, help, value) in per_worker {
-            let _ = writeln!(
-                s,
-                "# HELP tickhttp_pool_{name} {help}\n# TYPE tickhttp_pool_{name} {kind}"
-            );
-            for w in &self.workers {
-                let _ = writeln!(
-                    s,
-                    "tickhttp_pool_{name}{{worker=\"{}\"}} {}",
-                    w.id,
-                    value(w)
-                );
-            }
-        }
-        s
+        let servers: Vec<(Option<u32>, &crate::server::Metrics)> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.server.as_ref().map(|m| (Some(w.id), m)))
+            .collect();
+        crate::admin::render_prometheus(&servers, Some(self))
     }
 }
 
@@ -275,6 +330,7 @@ mod tests {
             queue_length: 0,
             dispatched: 10,
             rejected: 1,
+            rate_limited: 0,
             stopping: false,
             uptime: Duration::from_millis(1500),
             workers: vec![
@@ -288,6 +344,10 @@ mod tests {
                     last_exit: None,
                     uptime: Some(Duration::from_secs(1)),
                     weight: 1,
+                    server: None,
+                    last_restart: None,
+                    rss_bytes: Some(8 << 20),
+                    heartbeat_age: Some(Duration::from_millis(250)),
                 },
                 WorkerMetrics {
                     id: 2,
@@ -299,8 +359,20 @@ mod tests {
                     last_exit: Some(ExitReason::Signal(9)),
                     uptime: None,
                     weight: 1,
+                    server: None,
+                    last_restart: Some(RestartReason::Crash),
+                    rss_bytes: None,
+                    heartbeat_age: None,
                 },
             ],
+            restarts_by_reason: {
+                let mut c = RestartCounts::default();
+                c.add(RestartReason::Crash);
+                c.add(RestartReason::Reload);
+                c.add(RestartReason::Reload);
+                c
+            },
+            retiring_workers: 1,
         }
     }
 
@@ -315,6 +387,12 @@ mod tests {
             "\"last_exit\":\"signal SIGKILL\"",
             "\"state\":\"restarting\"",
             "\"pid\":null",
+            "\"restarts_by_reason\":{\"crash\":1,\"timeout\":0,\"reload\":2,\"max_requests\":0,\
+             \"max_rss\":0,\"max_age\":0}",
+            "\"retiring_workers\":1",
+            "\"last_restart\":\"crash\"",
+            "\"rss_bytes\":8388608",
+            "\"heartbeat_age_ms\":250",
         ] {
             assert!(json.contains(needle), "{needle} missing from {json}");
         }

@@ -6,8 +6,8 @@
 //!   ─────────────                           ───────────
 //!   master: supervises only                 master: accept ─▶ bounded queue ─▶ balancer
 //!                                                   │ (full: 503 at once)       │
-//!   worker k: own SO_REUSEPORT listener            SCM_RIGHTS + client address, accept time
-//!     (the kernel spreads connections)              ▼                           ▼
+//!   workers: one listening socket,                SCM_RIGHTS + client address, accept time
+//!     bound by the master, one accept queue         ▼                           ▼
 //!                                           worker k: Server ◀── fd ── control socket ──▶
 //!                                                     "opened/closed" load reports
 //! ```
@@ -49,29 +49,42 @@
 //!   `crash_window`, up to `restart_delay_max`; a slot that dies `crash_limit` times within
 //!   `crash_window` stops restarting, is logged and shown as `failed`, and the others keep
 //!   serving. Workers get `SIGTERM` when the master dies (parent-death signal) and drain.
-//!   With [`PoolBuilder::worker_timeout`], a worker whose loop stops turning (no report
-//!   for that long) is killed and restarted.
+//!   With [`PoolBuilder::worker_timeout`], a worker whose loop stops turning (no heartbeat
+//!   for that long) is logged with the request it was stuck on, killed and restarted.
+//! - **Replacing workers** (rolling reload, recycling by [`PoolBuilder::max_requests`],
+//!   [`PoolBuilder::max_rss`] or [`PoolBuilder::max_age`]): one slot at a time, the
+//!   replacement starts first and the old worker drains only once the replacement is ready,
+//!   so capacity never drops and no request is cut. Restarts are counted by reason
+//!   ([`RestartReason`]) in the metrics.
 //! - **Signals** (nginx and unicorn conventions): `SIGTERM` and `SIGINT` stop accepting, let
 //!   workers finish requests in flight for up to `shutdown_timeout`, then `SIGKILL` what is
 //!   left; `SIGQUIT` does the same without a kill deadline unless `quit_timeout` is set. The
 //!   master never waits without a bound other than that, and [`WorkerPool::run`] returns
 //!   `Ok` after a signal-initiated stop. An event-driven worker sees the stop through its
-//!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained).
-//! - **Load reports.** In centralized mode each worker publishes its open connections, and
-//!   the connections it has received, each time one opens or closes, on a load board: a word
-//!   per worker in memory shared with the master (mapped before the first fork). The master
+//!   `Server` (`is_shutting_down()`, then `is_running() == false` once drained). `SIGHUP`
+//!   replaces every worker, one at a time (the new ones read the TLS certificates again);
+//!   `SIGTTIN` adds a worker and `SIGTTOU` removes one (it drains); `SIGUSR2` execs a new
+//!   master from the binary on disk with the listening sockets, and this generation drains
+//!   and exits once the new one is ready (it keeps serving if the new one fails).
+//! - **Load reports and heartbeats.** Each worker publishes its open connections, and the
+//!   connections it has received, each time one opens or closes, on a load board: a cache
+//!   line per worker process in memory shared with the master (mapped before the first fork). The master
 //!   adds the connections it sent that the worker has not picked up yet, so least-connections,
 //!   sticky's fallback and the metrics see live, exact load at every decision, at the cost
-//!   of an atomic store: no message and no wakeup per connection. Every worker also reports
-//!   over its control socket each second, which carries its request count and shows its loop
-//!   is turning.
+//!   of an atomic store: no message and no wakeup per connection. The same line carries the
+//!   worker's heartbeat (stamped at each turn of its loop) and the method and path of the
+//!   latest request it took. Every worker also reports over its control socket each second,
+//!   which carries its request count.
 
 mod balancer;
+mod board;
 mod ipc;
 mod master;
 mod metrics;
+mod shm;
 mod status;
 mod sys;
+mod upgrade;
 mod worker;
 
 use std::fmt;
@@ -82,7 +95,9 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::{ConnectionMeta, Request, Server, ServerConfig};
 
-pub use metrics::{ExitReason, PoolMetrics, WorkerMetrics, WorkerState};
+pub use metrics::{
+    ExitReason, PoolMetrics, RestartCounts, RestartReason, WorkerMetrics, WorkerState,
+};
 
 /// The pool's defaults, one place, one reason each.
 pub mod defaults {
@@ -122,6 +137,10 @@ pub mod defaults {
     /// How long the kernel holds a connection that has sent nothing before handing it over
     /// anyway (`TCP_DEFER_ACCEPT`): the server's default header timeout.
     pub const DEFER_ACCEPT: Duration = Duration::from_secs(10);
+    /// How long a draining worker's idle keep-alive connection must stay quiet before it is
+    /// closed: long enough for a busy client's next request to arrive first and be answered
+    /// with `Connection: close`, so no request races the close.
+    pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
     /// Longest configurable timeout or delay (keeps deadline arithmetic far from overflow).
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 }
@@ -170,8 +189,11 @@ pub enum Architecture {
     /// socket: the reference's `MasterFactory`, minus its guessing.
     #[default]
     Auto,
-    /// Each worker accepts on its own `SO_REUSEPORT` listener; the kernel spreads connections
-    /// by address hash. No master on the data path; the fastest for keep-alive traffic.
+    /// Every worker accepts on one listening socket the master bound before the first fork;
+    /// the worker that is free first takes the connection. No master on the data path; the
+    /// fastest for keep-alive traffic. (One socket rather than one `SO_REUSEPORT` socket per
+    /// worker: a worker that is replaced or removed then leaves the connections waiting in
+    /// the accept queue to the others instead of resetting them.)
     Shared,
     /// The master accepts, queues (bounded) and hands each connection to the worker the
     /// balancer picks, with its client address and accept time.
@@ -327,6 +349,10 @@ pub struct PoolBuilder {
     quit_timeout: Option<Duration>,
     ready_timeout: Duration,
     worker_timeout: Option<Duration>,
+    max_requests: Option<u64>,
+    max_requests_jitter: u64,
+    max_rss: Option<u64>,
+    max_age: Option<Duration>,
     defer_accept: Option<Duration>,
     status_listen: Option<SocketAddr>,
     app: Option<WorkerApp>,
@@ -362,6 +388,10 @@ impl PoolBuilder {
             quit_timeout: None,
             ready_timeout: defaults::READY_TIMEOUT,
             worker_timeout: None,
+            max_requests: None,
+            max_requests_jitter: 0,
+            max_rss: None,
+            max_age: None,
             defer_accept: Some(defaults::DEFER_ACCEPT),
             status_listen: None,
             app: None,
@@ -460,15 +490,43 @@ impl PoolBuilder {
         self
     }
 
-    /// Kills and restarts a ready worker that sends no report for this long (default: off).
+    /// Kills and restarts a ready worker whose event loop has not turned for this long
+    /// (default: off).
     ///
-    /// Workers report each second from inside their loop (the report is an event of the
-    /// worker's `Server`), so silence means the application's loop has stopped turning: a
-    /// handler stuck in a blocking call or an endless computation. Set it well above the
-    /// longest time the application may legitimately block (a callback handles one
-    /// connection at a time and reports between connections).
+    /// Each worker stamps a heartbeat on the shared board every time its loop turns (each
+    /// `wait` or `has_request` of its `Server`, at least once a second since a report timer
+    /// wakes it), and the time and method and path of each request it takes. A stale
+    /// heartbeat means the application's loop has stopped turning: a handler stuck in a
+    /// blocking call or an endless computation. The master then logs what the worker was
+    /// doing (the request it took after its loop's last turn, and for how long), kills it
+    /// with `SIGKILL` and starts another. Set it well above the longest time the application
+    /// may legitimately block (a callback handles one connection at a time).
     pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.worker_timeout = timeout;
+        self
+    }
+
+    /// Replaces a worker once it has received `n` requests (checked each second), plus a
+    /// random `0..=jitter` drawn for each process so workers do not all recycle at once
+    /// (default: off). The replacement is started first and the old worker drains only
+    /// once it is ready: no capacity drop, no request cut.
+    pub fn max_requests(mut self, n: Option<u64>, jitter: u64) -> Self {
+        self.max_requests = n;
+        self.max_requests_jitter = jitter;
+        self
+    }
+
+    /// Replaces a worker whose resident memory (`/proc/PID/statm`, read each second) is over
+    /// `bytes` (default: off); replace-before-retire as for [`max_requests`](Self::max_requests).
+    pub fn max_rss(mut self, bytes: Option<u64>) -> Self {
+        self.max_rss = bytes;
+        self
+    }
+
+    /// Replaces a worker older than `age`, less a random tenth drawn for each process
+    /// (default: off); replace-before-retire as for [`max_requests`](Self::max_requests).
+    pub fn max_age(mut self, age: Option<Duration>) -> Self {
+        self.max_age = age;
         self
     }
 
@@ -567,6 +625,7 @@ impl PoolBuilder {
         .into_iter()
         .chain(self.quit_timeout.map(|t| ("quit_timeout", t)))
         .chain(self.worker_timeout.map(|t| ("worker_timeout", t)))
+        .chain(self.max_age.map(|t| ("max_age", t)))
         {
             if value > defaults::MAX_DURATION {
                 return Err(Error::config(
@@ -582,10 +641,17 @@ impl PoolBuilder {
         ]
         .into_iter()
         .chain(self.worker_timeout.map(|t| ("worker_timeout", t)))
+        .chain(self.max_age.map(|t| ("max_age", t)))
         {
             if value.is_zero() {
                 return Err(Error::config(option, "must be greater than zero"));
             }
+        }
+        if self.max_requests == Some(0) {
+            return Err(Error::config("max_requests", "must be at least 1"));
+        }
+        if self.max_rss == Some(0) {
+            return Err(Error::config("max_rss", "must be greater than zero"));
         }
         if self.restart_delay > self.restart_delay_max {
             return Err(Error::config(
@@ -649,8 +715,8 @@ impl PoolBuilder {
                 Err(why) => (
                     Architecture::Shared,
                     format!(
-                        "auto: descriptor passing fails here ({why}), so each worker accepts \
-                         on its own SO_REUSEPORT listener"
+                        "auto: descriptor passing fails here ({why}), so every worker \
+                         accepts on one shared listener"
                     ),
                 ),
             },
@@ -658,31 +724,24 @@ impl PoolBuilder {
 
         let listen = self.server_config.listen;
         let backlog = self.server_config.backlog;
-        let mut listeners = Vec::new();
-        let local_addr = match architecture {
-            Architecture::Centralized => {
-                let l = crate::sys::bind_tcp(listen, backlog, false)?;
-                let addr = l
-                    .local_addr()
-                    .map_err(|e| Error::io("reading the listener's address", e))?;
-                listeners.push(l);
-                addr
-            }
-            _ => {
-                // One SO_REUSEPORT listener per slot, bound here so a bad address fails before
-                // any fork, port 0 resolves once for all, and a restarted worker inherits its
-                // slot's accept queue instead of resetting the connections waiting in it.
-                let first = crate::sys::bind_tcp(listen, backlog, true)?;
-                let addr = first
-                    .local_addr()
-                    .map_err(|e| Error::io("reading the listener's address", e))?;
-                listeners.push(first);
-                for _ in 1..workers {
-                    listeners.push(crate::sys::bind_tcp(addr, backlog, true)?);
-                }
-                addr
+        // A master started by an upgrade (`SIGUSR2`) takes its predecessor's sockets.
+        let inherited = upgrade::take_inherited()?;
+        // One listening socket in either architecture, bound here so a bad address fails
+        // before any fork and port 0 resolves once. In shared-socket mode every worker of
+        // every generation inherits it: one accept queue, so a worker that is replaced,
+        // removed, restarted or stuck leaves the connections waiting in it to the others
+        // instead of resetting them (see the master's notes on replacing workers).
+        // `SO_REUSEPORT` stays set there so another process may bind the port alongside.
+        let l = match reuse(inherited.listen, listen, "listen") {
+            Some(l) => l,
+            None => {
+                crate::sys::bind_tcp(listen, backlog, architecture != Architecture::Centralized)?
             }
         };
+        let local_addr = l
+            .local_addr()
+            .map_err(|e| Error::io("reading the listener's address", e))?;
+        let listeners = vec![l];
         if let Some(wait) = self.defer_accept {
             let secs = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
             for l in &listeners {
@@ -693,7 +752,10 @@ impl PoolBuilder {
             }
         }
         let status = match self.status_listen {
-            Some(addr) => Some(crate::sys::bind_tcp(addr, 64, false)?),
+            Some(addr) => match reuse(inherited.status, addr, "status") {
+                Some(l) => Some(l),
+                None => Some(crate::sys::bind_tcp(addr, 64, false)?),
+            },
             None => None,
         };
         let weights = if self.weights.is_empty() {
@@ -719,12 +781,39 @@ impl PoolBuilder {
                 quit_timeout: self.quit_timeout,
                 ready_timeout: self.ready_timeout,
                 worker_timeout: self.worker_timeout,
+                max_requests: self.max_requests,
+                max_requests_jitter: self.max_requests_jitter,
+                max_rss: self.max_rss,
+                max_age: self.max_age,
                 local_addr,
             },
             listeners,
             status,
+            ready_pipe: inherited.ready,
             app,
         })
+    }
+}
+
+/// An inherited socket, if it is bound where `want` says (port 0: any port); one bound
+/// elsewhere (the configuration changed across the upgrade) is closed and the caller binds.
+fn reuse(
+    inherited: Option<std::net::TcpListener>,
+    want: SocketAddr,
+    name: &str,
+) -> Option<std::net::TcpListener> {
+    let l = inherited?;
+    let have = l.local_addr().ok()?;
+    if have.ip() == want.ip() && (want.port() == 0 || want.port() == have.port()) {
+        tracing::info!(address = %have, "{name} socket inherited from the previous master");
+        Some(l)
+    } else {
+        tracing::warn!(
+            inherited = %have,
+            configured = %want,
+            "the inherited {name} socket is bound elsewhere; binding the configured address"
+        );
+        None
     }
 }
 
@@ -746,6 +835,10 @@ pub(crate) struct PoolConfig {
     pub(crate) quit_timeout: Option<Duration>,
     pub(crate) ready_timeout: Duration,
     pub(crate) worker_timeout: Option<Duration>,
+    pub(crate) max_requests: Option<u64>,
+    pub(crate) max_requests_jitter: u64,
+    pub(crate) max_rss: Option<u64>,
+    pub(crate) max_age: Option<Duration>,
     pub(crate) local_addr: SocketAddr,
 }
 
@@ -754,6 +847,8 @@ pub struct WorkerPool {
     config: PoolConfig,
     listeners: Vec<std::net::TcpListener>,
     status: Option<std::net::TcpListener>,
+    /// Set when an upgrade started this master: where to say it is ready.
+    ready_pipe: Option<std::os::fd::OwnedFd>,
     app: WorkerApp,
 }
 
@@ -809,7 +904,13 @@ impl WorkerPool {
     /// metrics. Fails before forking if the process has more than one thread, and later if
     /// every worker slot tripped its crash-loop breaker.
     pub fn run(self) -> Result<PoolMetrics, Error> {
-        master::run(self.config, self.listeners, self.status, self.app)
+        master::run(
+            self.config,
+            self.listeners,
+            self.status,
+            self.ready_pipe,
+            self.app,
+        )
     }
 }
 
@@ -902,7 +1003,11 @@ mod tests {
             .event_driven(app)
             .build()
             .unwrap();
-        assert_eq!(pool.listeners.len(), 3);
+        assert_eq!(
+            pool.listeners.len(),
+            1,
+            "one accept queue shared by every worker"
+        );
         let port = pool.local_addr().port();
         assert_ne!(port, 0);
         for l in &pool.listeners {

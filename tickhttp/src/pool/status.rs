@@ -1,6 +1,7 @@
-//! The master's status endpoint: a deliberately tiny HTTP/1.x responder on its own port.
+//! The master's admin listener: a deliberately tiny HTTP/1.x responder on its own port.
 //!
-//! It reads one request head, answers with the pool's metrics and closes. It runs inside the
+//! It reads one request head, answers `/metrics`, `/status` (also `/`), `/health` or
+//! `/ready` from the master's own view of the pool, and closes. It runs inside the
 //! master's single-threaded loop, so every socket is non-blocking and every connection has a
 //! deadline; a slow or silent client costs one slab entry until then.
 
@@ -12,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use super::PoolMetrics;
+use crate::admin::{Endpoint, Reply};
 
 /// Connections served at once; more wait in the backlog.
 const MAX_CONNS: usize = 64;
@@ -86,18 +87,18 @@ impl StatusServer {
         }
     }
 
-    /// Handles readiness of one connection; `metrics` is called only when an answer is due.
+    /// Handles readiness of one connection; `reply` is called only when an answer is due.
     pub(crate) fn on_ready(
         &mut self,
         registry: &Registry,
         token: Token,
-        metrics: impl FnOnce() -> PoolMetrics,
+        reply: impl FnOnce(Endpoint) -> Reply,
     ) {
         let key = token.0 - self.base;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let done = drive(conn, metrics).unwrap_or(true);
+        let done = drive(conn, reply).unwrap_or(true);
         if done {
             let mut conn = self.conns.remove(key);
             let _ = registry.deregister(&mut conn.stream);
@@ -121,7 +122,7 @@ impl StatusServer {
 }
 
 /// Reads the head, then writes the answer; returns whether the connection is finished.
-fn drive(conn: &mut Conn, metrics: impl FnOnce() -> PoolMetrics) -> io::Result<bool> {
+fn drive(conn: &mut Conn, reply: impl FnOnce(Endpoint) -> Reply) -> io::Result<bool> {
     if conn.out.is_empty() {
         let mut buf = [0u8; 2048];
         loop {
@@ -141,7 +142,7 @@ fn drive(conn: &mut Conn, metrics: impl FnOnce() -> PoolMetrics) -> io::Result<b
         if !conn.head.windows(4).any(|w| w == b"\r\n\r\n") {
             return Ok(false);
         }
-        conn.out = answer(&conn.head, metrics);
+        conn.out = answer(&conn.head, reply);
     }
     while conn.written < conn.out.len() {
         match conn.stream.write(&conn.out[conn.written..]) {
@@ -155,40 +156,37 @@ fn drive(conn: &mut Conn, metrics: impl FnOnce() -> PoolMetrics) -> io::Result<b
     Ok(true)
 }
 
-fn answer(head: &[u8], metrics: impl FnOnce() -> PoolMetrics) -> Vec<u8> {
+fn answer(head: &[u8], reply: impl FnOnce(Endpoint) -> Reply) -> Vec<u8> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let (status, content_type, body) = match (method, path) {
-        (b"GET" | b"HEAD", b"/" | b"/status" | b"/status.json") => {
-            ("200 OK", "application/json", metrics().to_json())
-        }
-        (b"GET" | b"HEAD", b"/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            metrics().to_prometheus(),
+    let endpoint = match path {
+        b"/" | b"/status.json" => Some(Endpoint::Status),
+        _ => std::str::from_utf8(path)
+            .ok()
+            .and_then(|p| crate::admin::route("", p)),
+    };
+    let r = match (method, endpoint) {
+        (b"GET" | b"HEAD", Some(endpoint)) => reply(endpoint),
+        (b"GET" | b"HEAD", None) => Reply::text(
+            http::StatusCode::NOT_FOUND,
+            "try /metrics (Prometheus), /status (JSON), /health or /ready\n",
         ),
-        (b"GET" | b"HEAD", _) => (
-            "404 Not Found",
-            "text/plain",
-            "try / (JSON) or /metrics (Prometheus)\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        ),
+        _ => Reply::text(http::StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
     };
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+        r.status.as_u16(),
+        r.status.canonical_reason().unwrap_or(""),
+        r.content_type,
+        r.body.len()
     )
     .into_bytes();
     if method != b"HEAD" {
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(r.body.as_bytes());
     }
     out
 }

@@ -152,6 +152,71 @@ pub(crate) fn recv_message(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<R
     }
 }
 
+/// Sets or clears close-on-exec on descriptor `fd` (clear it only in a child about to exec).
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = if on { nix::libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: `fcntl(F_SETFD)` takes a descriptor number and an integer; it touches no memory
+    // of this process, and a number that is not an open descriptor fails with EBADF.
+    let rc = unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, flags) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes ownership of descriptor `fd`, inherited across `exec` from the previous master;
+/// fails if it is not open.
+pub(crate) fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::other("standard streams cannot be handed over"));
+    }
+    // SAFETY: as in `set_cloexec`: a descriptor number and no memory.
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked just above) and was handed to this process by the
+    // previous master for this purpose alone: the environment variable naming it is removed
+    // before this call, so nothing else in the process refers to it, and this `OwnedFd`
+    // becomes its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes ownership of an inherited listening TCP socket; fails (closing nothing that is not
+/// a listening socket) if `fd` is anything else.
+pub(crate) fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
+    let mut listening: nix::libc::c_int = 0;
+    let mut len = std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t;
+    // SAFETY: the option value points to a live `c_int` and `len` is its size; a number that
+    // is not a socket fails with EBADF or ENOTSOCK.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            fd,
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_ACCEPTCONN,
+            (&mut listening as *mut nix::libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if listening == 0 {
+        return Err(io::Error::other("not a listening socket"));
+    }
+    let listener = std::net::TcpListener::from(inherited_fd(fd)?);
+    listener.local_addr()?;
+    set_cloexec(fd, true)?;
+    Ok(listener)
+}
+
+/// The size of a memory page, for `/proc/PID/statm` (4096 if the system will not say).
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: `sysconf` only reads a constant of the C library; it takes no pointer.
+    let n = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 /// Asks the kernel to send `signal` to this process when its parent dies, then closes the race
 /// where the parent died before the request: returns `false` if the parent is already gone.
 pub(crate) fn die_with_parent(signal: Signal, parent: Pid) -> io::Result<bool> {
@@ -183,14 +248,41 @@ pub(crate) fn set_defer_accept(listener: &std::net::TcpListener, secs: u32) -> i
     }
 }
 
-/// Bytes per worker on the [`LoadBoard`]: a cache line, so workers never share one.
+/// Bytes per worker process on the [`LoadBoard`]: a cache line, so workers never share one.
 const LOAD_SLOT_BYTES: usize = 64;
+/// Words of a line: load, heartbeat, request start, then the request's label.
+const WORD_LOAD: usize = 0;
+const WORD_BEAT: usize = 1;
+const WORD_REQUEST_AT: usize = 2;
+const WORD_LABEL: usize = 3;
+/// Bytes of the label of the request a worker is serving (the rest of the line).
+pub(crate) const LABEL_BYTES: usize = LOAD_SLOT_BYTES - WORD_LABEL * 8;
 
-/// Memory shared by the master and every worker (mapped before the first fork), one word per
-/// worker: the connections it has open (high 32 bits) and the connections it has received
-/// from the master (low 32 bits, wrapping). The worker stores, the master loads, both with
-/// single atomic operations, so the master always reads a consistent pair, live, without a
-/// system call or a wakeup on either side.
+/// Milliseconds on `CLOCK_MONOTONIC`, which every process of the machine shares, so a
+/// worker's timestamp means the same to its master. Never 0 (0 means "never" on the board).
+pub(crate) fn monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(1, |t| {
+            (t.tv_sec() as u64)
+                .saturating_mul(1000)
+                .saturating_add(t.tv_nsec() as u64 / 1_000_000)
+        })
+        .max(1)
+}
+
+/// Memory shared by the master and every worker (mapped before the first fork), one cache
+/// line per worker process (the master hands out lines, so a replacement and the worker it
+/// replaces never share one):
+///
+/// - the connections the worker has open (high 32 bits) and has received from the master
+///   (low 32 bits, wrapping), stored as one word so the master always reads a consistent pair;
+/// - its heartbeat: the [`monotonic_ms`] time its event loop last turned;
+/// - the time it took its latest request, and that request's label (method and path,
+///   truncated), for the diagnostics of a stuck worker.
+///
+/// Workers store, the master loads, with single atomic operations: live figures without a
+/// system call or a wakeup on either side. (The label's words are read one by one, so a
+/// label read while it changes may mix two requests; it only ever goes to a log line.)
 pub(crate) struct LoadBoard {
     base: NonNull<u8>,
     slots: usize,
@@ -201,7 +293,7 @@ impl LoadBoard {
         let len = NonZeroUsize::new(slots.max(1) * LOAD_SLOT_BYTES)
             .ok_or_else(|| io::Error::other("empty load board"))?;
         // SAFETY: a fresh anonymous mapping at an address the kernel picks: it aliases no
-        // Rust object. It is zero-filled and page-aligned, which `slot` relies on.
+        // Rust object. It is zero-filled and page-aligned, which `word` relies on.
         let ptr = unsafe {
             mman::mmap_anonymous(
                 None,
@@ -217,27 +309,36 @@ impl LoadBoard {
         })
     }
 
-    fn slot(&self, slot: usize) -> Option<&AtomicU64> {
-        if slot >= self.slots {
+    fn word(&self, slot: usize, word: usize) -> Option<&AtomicU64> {
+        if slot >= self.slots || word >= LOAD_SLOT_BYTES / 8 {
             return None;
         }
-        // SAFETY: `slot * LOAD_SLOT_BYTES + 8` is within the mapping, which lives as long as
-        // `self`; the offset is a multiple of 64 from a page-aligned base, so the word is
-        // aligned for `AtomicU64`; every bit pattern (zero-filled at first) is a valid
+        // SAFETY: `slot * LOAD_SLOT_BYTES + word * 8 + 8` is within the mapping, which lives
+        // as long as `self`; the offset is a multiple of 8 from a page-aligned base, so the
+        // word is aligned for `AtomicU64`; every bit pattern (zero-filled at first) is a valid
         // `AtomicU64`, and the word is only ever accessed atomically, by this process or by
         // the forked ones sharing the mapping.
         Some(unsafe {
             &*self
                 .base
                 .as_ptr()
-                .add(slot * LOAD_SLOT_BYTES)
+                .add(slot * LOAD_SLOT_BYTES + word * 8)
                 .cast::<AtomicU64>()
         })
     }
 
+    /// Clears a line before a new process gets it.
+    pub(crate) fn reset(&self, slot: usize) {
+        for w in 0..LOAD_SLOT_BYTES / 8 {
+            if let Some(word) = self.word(slot, w) {
+                word.store(0, Ordering::Release);
+            }
+        }
+    }
+
     /// Publishes a worker's load (called in the worker).
     pub(crate) fn store(&self, slot: usize, open: u32, received: u32) {
-        if let Some(word) = self.slot(slot) {
+        if let Some(word) = self.word(slot, WORD_LOAD) {
             word.store(
                 u64::from(open) << 32 | u64::from(received),
                 Ordering::Release,
@@ -247,10 +348,57 @@ impl LoadBoard {
 
     /// Reads a worker's load (called in the master): `(open, received)`.
     pub(crate) fn load(&self, slot: usize) -> (u32, u32) {
-        self.slot(slot).map_or((0, 0), |word| {
+        self.word(slot, WORD_LOAD).map_or((0, 0), |word| {
             let v = word.load(Ordering::Acquire);
             ((v >> 32) as u32, v as u32)
         })
+    }
+
+    /// Records that the worker's loop turned at `now_ms` (called in the worker).
+    pub(crate) fn beat(&self, slot: usize, now_ms: u64) {
+        if let Some(word) = self.word(slot, WORD_BEAT) {
+            word.store(now_ms, Ordering::Release);
+        }
+    }
+
+    /// When the worker's loop last turned ([`monotonic_ms`]), 0 if never.
+    pub(crate) fn heartbeat(&self, slot: usize) -> u64 {
+        self.word(slot, WORD_BEAT)
+            .map_or(0, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Records that the worker took a request at `now_ms`, labelled `label` (called in the
+    /// worker).
+    pub(crate) fn request(&self, slot: usize, now_ms: u64, label: &[u8]) {
+        let mut bytes = [0u8; LABEL_BYTES];
+        let n = label.len().min(LABEL_BYTES);
+        bytes[..n].copy_from_slice(&label[..n]);
+        for (i, chunk) in bytes.chunks_exact(8).enumerate() {
+            if let Some(word) = self.word(slot, WORD_LABEL + i) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            }
+        }
+        if let Some(word) = self.word(slot, WORD_REQUEST_AT) {
+            word.store(now_ms, Ordering::Release);
+        }
+    }
+
+    /// The latest request the worker took: when ([`monotonic_ms`]) and its label.
+    pub(crate) fn last_request(&self, slot: usize) -> Option<(u64, String)> {
+        let at = self.word(slot, WORD_REQUEST_AT)?.load(Ordering::Acquire);
+        if at == 0 {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(LABEL_BYTES);
+        for i in 0..LABEL_BYTES / 8 {
+            if let Some(word) = self.word(slot, WORD_LABEL + i) {
+                bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            }
+        }
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        Some((at, String::from_utf8_lossy(&bytes[..end]).into_owned()))
     }
 }
 
@@ -310,6 +458,29 @@ mod tests {
                 assert_eq!(board.load(1), (42, 5));
             }
         }
+    }
+
+    #[test]
+    fn heartbeat_and_request_label_round_trip() {
+        let board = LoadBoard::new(2).unwrap();
+        assert_eq!(board.heartbeat(1), 0);
+        assert_eq!(board.last_request(1), None);
+        let now = monotonic_ms();
+        board.beat(1, now);
+        board.request(
+            1,
+            now,
+            b"GET /a/very/long/path/that/does/not/fit/in/the/line",
+        );
+        assert_eq!(board.heartbeat(1), now);
+        let (at, label) = board.last_request(1).unwrap();
+        assert_eq!(at, now);
+        assert_eq!(label.len(), LABEL_BYTES);
+        assert!(label.starts_with("GET /a/very"));
+        board.store(1, 3, 4);
+        board.reset(1);
+        assert_eq!(board.load(1), (0, 0));
+        assert_eq!(board.heartbeat(1), 0);
     }
 
     #[test]

@@ -19,13 +19,13 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
 
 use super::ipc::{ToMaster, ToWorker, MAX_MESSAGE};
 use super::sys::{self, LoadBoard, Received};
 use super::{defaults, WorkerApp};
 use crate::error::Error;
-use crate::server::{EventSource, Server};
+use crate::server::{EventSource, LoopActivity, Server};
 use crate::{ConnectionMeta, ServerConfig};
 
 /// A drain with no kill deadline still needs a finite `Server::shutdown` deadline.
@@ -42,6 +42,8 @@ pub(crate) struct WorkerSettings<'a> {
     pub(crate) quit_deadline: Option<Duration>,
     /// Where to publish live load (centralized mode), and this worker's slot on it.
     pub(crate) board: Option<(Rc<LoadBoard>, usize)>,
+    /// Where to publish this worker's server counters, and read the pool's for `/metrics`.
+    pub(crate) stats: Option<super::board::WorkerBoard>,
     pub(crate) signal_mask: SigSet,
     pub(crate) app: &'a mut WorkerApp,
 }
@@ -180,6 +182,13 @@ fn install_signals(mask: &SigSet) -> Result<(SignalPipe, SignalPipe), Error> {
         .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
     let quit = SignalPipe::register(&[SIGQUIT])
         .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
+    // The master's operation signals mean nothing to a worker: one sent to the whole
+    // process group (a closed terminal, `kill -HUP -PGID`) must not end or stop it.
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&ignored))
+            .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
+    }
     mask.thread_set_mask()
         .map_err(|e| Error::io("restoring the signal mask", e.into()))?;
     Ok((term, quit))
@@ -314,6 +323,7 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         term_deadline,
         quit_deadline,
         board,
+        stats,
         signal_mask,
         app,
         ..
@@ -324,6 +334,9 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         server.add_listener(listener)?;
     }
     server.start()?;
+    if let Some(stats) = stats {
+        stats.attach(&mut server)?;
+    }
 
     let shared = Rc::new(Shared {
         chan: Channel {
@@ -350,6 +363,31 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         timer: stats_timer()?,
         shared: Rc::clone(&shared),
     }))?;
+    if let Some((board, line)) = board.clone() {
+        // The heartbeat: each turn of the loop and each request taken, stamped on the board
+        // (a clock read and a store or two); the master's liveness check reads it.
+        board.beat(line, sys::monotonic_ms());
+        server.set_activity_observer(Some(Box::new(move |activity| match activity {
+            LoopActivity::Turn => board.beat(line, sys::monotonic_ms()),
+            LoopActivity::Request(req) => {
+                let mut label = [0u8; sys::LABEL_BYTES];
+                let mut n = 0;
+                for part in [
+                    req.method().as_str().as_bytes(),
+                    b" ",
+                    req.path().as_bytes(),
+                ] {
+                    let take = part.len().min(label.len() - n);
+                    label[n..n + take].copy_from_slice(&part[..take]);
+                    n += take;
+                }
+                board.request(line, sys::monotonic_ms(), &label[..n]);
+            }
+        })));
+    }
+    // A draining worker closes an idle keep-alive connection only once it has been quiet
+    // for a while, so a client's next request never races the close.
+    server.set_idle_close_grace(defaults::DRAIN_IDLE_GRACE);
     if board.is_some() {
         // Every open and close, published on the shared board: an atomic store, no message.
         let reporter = Rc::clone(&shared);
@@ -455,6 +493,13 @@ fn run_callback(settings: WorkerSettings<'_>) -> Result<(), Error> {
         }
         chan.open.set(1);
         chan.publish(&board, 1);
+        if let Some((board, line)) = &board {
+            let peer = meta.peer_addr.map_or_else(
+                || "a connection".to_string(),
+                |p| format!("connection from {p}"),
+            );
+            board.request(*line, sys::monotonic_ms(), peer.as_bytes());
+        }
         callback.handle(id, stream, meta);
         handled.set(handled.get() + 1);
         chan.open.set(0);
@@ -470,6 +515,9 @@ fn run_callback(settings: WorkerSettings<'_>) -> Result<(), Error> {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("epoll_wait", e)),
+        }
+        if let Some((board, line)) = &board {
+            board.beat(*line, sys::monotonic_ms());
         }
         for event in events.iter() {
             match event.token() {

@@ -38,6 +38,65 @@ pub struct Metrics {
     pub max_request_duration_ms: f64,
     /// Requests per second of uptime.
     pub requests_per_second: f64,
+    /// Request-to-response times.
+    pub request_duration: DurationHistogram,
+}
+
+/// Upper bounds, in seconds, of the request-duration histogram's buckets (Prometheus'
+/// default buckets, plus 1 ms for a server that mostly answers from memory).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of request-to-response times, in the shape Prometheus exposes.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct DurationHistogram {
+    /// Responses at or under each bound of [`DURATION_BUCKETS`] (cumulative, same order).
+    pub buckets: [u64; DURATION_BUCKETS.len()],
+    /// All responses timed (the `+Inf` bucket).
+    pub count: u64,
+    /// Their summed duration, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl DurationHistogram {
+    /// A histogram from its parts (cumulative bucket counts, total count, summed seconds).
+    pub fn from_parts(
+        buckets: [u64; DURATION_BUCKETS.len()],
+        count: u64,
+        sum_seconds: f64,
+    ) -> Self {
+        DurationHistogram {
+            buckets,
+            count,
+            sum_seconds,
+        }
+    }
+
+    /// `(upper bound in seconds, cumulative count)` pairs, ending with `+Inf`.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        DURATION_BUCKETS
+            .iter()
+            .copied()
+            .zip(self.buckets.iter().copied())
+            .chain(std::iter::once((f64::INFINITY, self.count)))
+            .collect()
+    }
+}
+
+/// A snapshot with every counter at zero (filled in from figures published elsewhere).
+pub(crate) fn metrics_from_parts(uptime: Duration) -> Metrics {
+    MetricsState::new(Instant::now())
+        .snapshot(0, Instant::now())
+        .with_uptime(uptime)
+}
+
+impl Metrics {
+    fn with_uptime(mut self, uptime: Duration) -> Self {
+        self.uptime = uptime;
+        self
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +114,8 @@ pub(crate) struct MetricsState {
     duration_sum: Duration,
     duration_min: Option<Duration>,
     duration_max: Duration,
+    /// Responses per bucket of [`DURATION_BUCKETS`] (not cumulative; past the last: none).
+    duration_buckets: [u64; DURATION_BUCKETS.len()],
 }
 
 impl MetricsState {
@@ -73,6 +134,7 @@ impl MetricsState {
             duration_sum: Duration::ZERO,
             duration_min: None,
             duration_max: Duration::ZERO,
+            duration_buckets: [0; DURATION_BUCKETS.len()],
         }
     }
 
@@ -94,6 +156,10 @@ impl MetricsState {
         self.duration_sum += took;
         self.duration_min = Some(self.duration_min.map_or(took, |m| m.min(took)));
         self.duration_max = self.duration_max.max(took);
+        let secs = took.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|&b| secs <= b) {
+            self.duration_buckets[i] += 1;
+        }
     }
 
     pub(crate) fn connection_opened(&mut self) {
@@ -135,6 +201,17 @@ impl MetricsState {
             },
             min_request_duration_ms: self.duration_min.map_or(0.0, ms),
             max_request_duration_ms: ms(self.duration_max),
+            request_duration: {
+                let mut buckets = self.duration_buckets;
+                for i in 1..buckets.len() {
+                    buckets[i] += buckets[i - 1];
+                }
+                DurationHistogram {
+                    buckets,
+                    count: self.durations,
+                    sum_seconds: self.duration_sum.as_secs_f64(),
+                }
+            },
             requests_per_second: if uptime.as_secs_f64() > 0.0 {
                 self.total_requests as f64 / uptime.as_secs_f64()
             } else {

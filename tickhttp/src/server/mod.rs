@@ -31,8 +31,9 @@ use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
 
 use crate::ws::{self, WebSocketConfig, WsConn, WsEvent, WsId, WsIo, WsMessage};
 use conn::{Active, BodyAcc, BodyFraming, Closing, Conn, Filled, PendingUpgrade, Phase, Slot};
-pub use metrics::Metrics;
+pub(crate) use metrics::metrics_from_parts;
 use metrics::MetricsState;
+pub use metrics::{DurationHistogram, Metrics, DURATION_BUCKETS};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -82,6 +83,26 @@ pub struct SourceId(usize);
 
 struct Draining {
     deadline: Instant,
+    started: Instant,
+}
+
+/// Whether a connection of a draining server, with nothing in flight, may be closed now.
+fn idle_close_due(draining: Option<&Draining>, grace: Duration, now: Instant, c: &Conn) -> bool {
+    draining.is_some_and(|d| c.last_read.max(c.last_write).max(d.started) + grace <= now)
+}
+
+/// A callback given to [`Server::set_activity_observer`].
+pub type ActivityObserver = Box<dyn FnMut(LoopActivity<'_>)>;
+
+/// What the application's loop just did, as reported to [`Server::set_activity_observer`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum LoopActivity<'a> {
+    /// The loop turned: `wait` or `has_request` polled for events and is handing control
+    /// back to the application.
+    Turn,
+    /// The application took this request (`get_request`).
+    Request(&'a Request),
 }
 
 /// A non-blocking HTTP/1.1 server polled from the application's own loop.
@@ -144,10 +165,13 @@ pub struct Server {
     server_name: Option<Bytes>,
     tls: Option<Arc<rustls::ServerConfig>>,
     conn_observer: Option<Box<dyn FnMut(usize)>>,
+    activity_observer: Option<ActivityObserver>,
+    idle_close_grace: Duration,
     ws_routes: Vec<ws::Route>,
     ws_events: VecDeque<WsEvent>,
     rooms: ws::Rooms,
     rate_limit: Option<crate::ratelimit::RateLimit>,
+    admin_source: Option<crate::admin::AdminSource>,
 }
 
 impl Server {
@@ -167,6 +191,7 @@ impl Server {
                 .rate_limit
                 .clone()
                 .map(crate::ratelimit::RateLimit::new),
+            admin_source: None,
             ws_routes: Vec::new(),
             ws_events: VecDeque::new(),
             rooms: ws::Rooms::default(),
@@ -197,6 +222,8 @@ impl Server {
             accept_paused_until: None,
             emfile_logged: false,
             conn_observer: None,
+            activity_observer: None,
+            idle_close_grace: Duration::ZERO,
         })
     }
 
@@ -273,6 +300,7 @@ impl Server {
         self.now = Instant::now();
         self.draining = Some(Draining {
             deadline: self.now + deadline,
+            started: self.now,
         });
         self.drop_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -287,6 +315,23 @@ impl Server {
             self.after_io(key);
         }
         self.check_drained();
+    }
+
+    /// How long, during a graceful shutdown, a keep-alive connection must have been idle
+    /// before it is closed (default zero: at once).
+    ///
+    /// Closing an idle keep-alive connection races the client's next request: a request
+    /// already on the wire meets a closed connection, and a client that does not retry
+    /// reports an error. With a grace, a busy client's next request arrives first and is
+    /// answered with `Connection: close`, so it reconnects cleanly; only connections that
+    /// stay quiet for the whole grace are closed (the worker pool uses one second).
+    pub fn set_idle_close_grace(&mut self, grace: Duration) {
+        self.idle_close_grace = grace;
+    }
+
+    /// Whether a draining connection with nothing in flight may be closed now.
+    fn idle_close_due(&self, c: &Conn) -> bool {
+        idle_close_due(self.draining.as_ref(), self.idle_close_grace, self.now, c)
     }
 
     /// Whether a graceful shutdown is in progress.
@@ -322,6 +367,9 @@ impl Server {
     /// Takes the oldest complete request.
     pub fn get_request(&mut self) -> Option<Request> {
         let req = self.ready.pop_front()?;
+        if let Some(observer) = self.activity_observer.as_mut() {
+            observer(LoopActivity::Request(&req));
+        }
         if let Some(slot) = self.slot_mut(req.id) {
             slot.handed_out = true;
             self.outstanding += 1;
@@ -999,6 +1047,36 @@ impl Server {
         self.conn_observer = observer;
     }
 
+    /// Calls `observer` each time the application's loop turns (`wait` or `has_request` has
+    /// polled) and each time the application takes a request, so a watchdog can tell a loop
+    /// that stopped turning, and what it was doing then (the worker pool's liveness check
+    /// works this way). `None` removes it. The observer runs inside the loop: keep it short.
+    pub fn set_activity_observer(&mut self, observer: Option<ActivityObserver>) {
+        self.activity_observer = observer;
+    }
+
+    /// Answers the admin endpoints under [`ServerConfig::admin_prefix`] with `source`
+    /// instead of this server's own figures (the worker pool answers for the whole pool this
+    /// way). `None` restores the default.
+    pub fn set_admin_source(&mut self, source: Option<crate::admin::AdminSource>) {
+        self.admin_source = source;
+    }
+
+    /// The answer to an admin endpoint ([`crate::admin`]): from the source set with
+    /// [`set_admin_source`](Server::set_admin_source) (in a worker pool: the whole pool), or
+    /// from this server's own figures. An application can serve it on routes of its own.
+    pub fn admin_reply(&mut self, endpoint: crate::admin::Endpoint) -> crate::admin::Reply {
+        let metrics = self.metrics();
+        let ctx = crate::admin::AdminContext {
+            metrics: &metrics,
+            draining: self.draining.is_some() || !self.running,
+        };
+        match self.admin_source.as_mut() {
+            Some(source) => source(endpoint, &ctx),
+            None => crate::admin::single_reply(endpoint, &ctx),
+        }
+    }
+
     fn notify_connection_count(&mut self) {
         if let Some(observer) = self.conn_observer.as_mut() {
             observer(self.conns.len());
@@ -1023,6 +1101,9 @@ impl Server {
         let polled = self.poll.poll(&mut events, timeout);
         self.now = Instant::now();
         self.date.refresh();
+        if let Some(observer) = self.activity_observer.as_mut() {
+            observer(LoopActivity::Turn);
+        }
         match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1569,6 +1650,25 @@ impl Server {
     }
 
     fn complete(&mut self, key: usize, head: Head, body: RequestBody) {
+        // The admin endpoints come first: probes are never rate-limited nor queued.
+        if let Some(prefix) = &self.config.admin_prefix {
+            if let Some(endpoint) = crate::admin::route(prefix, head.uri.path()) {
+                let resp = if matches!(head.method, http::Method::GET | http::Method::HEAD) {
+                    self.admin_reply(endpoint).into_response()
+                } else {
+                    let mut r = crate::admin::Reply::text(
+                        http::StatusCode::METHOD_NOT_ALLOWED,
+                        "GET or HEAD only\n",
+                    )
+                    .into_response();
+                    r.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    r
+                };
+                self.answer_now(key, &head, resp);
+                return;
+            }
+        }
         if let Some(limit) = self.rate_limit.as_mut() {
             let Some(c) = self.conns.get(key) else { return };
             let client = limit.key(c.peer.ip(), &head.headers);
@@ -1929,8 +2029,9 @@ impl Server {
         if let Closing::Lingering(_) = c.closing {
             return; // already closing; its deadline stands
         }
-        let draining_idle =
-            self.draining.is_some() && matches!(c.phase, Phase::Head) && c.input.is_empty();
+        let draining_idle = matches!(c.phase, Phase::Head)
+            && c.input.is_empty()
+            && idle_close_due(self.draining.as_ref(), self.idle_close_grace, self.now, c);
         if c.closing == Closing::AfterFlush
             || draining_idle
             || (matches!(c.phase, Phase::Done) && c.closing == Closing::Open)
@@ -2015,7 +2116,7 @@ impl Server {
     /// Called after any I/O on a connection: resets its deadline.
     fn after_io(&mut self, key: usize) {
         if let Some(c) = self.conns.get(key) {
-            if c.is_idle() && self.draining.is_some() && c.closing == Closing::Open {
+            if c.is_idle() && c.closing == Closing::Open && self.idle_close_due(c) {
                 self.begin_close(key);
                 return;
             }
@@ -2062,7 +2163,12 @@ impl Server {
         if !c.slots.is_empty() || c.active.is_some() || c.peer_eof {
             return None; // the application has the next move
         }
-        Some(c.last_read.max(c.last_write) + cfg.keep_alive_timeout)
+        let idle_since = c.last_read.max(c.last_write);
+        let keep_alive = idle_since + cfg.keep_alive_timeout;
+        match &self.draining {
+            Some(d) => Some(keep_alive.min(idle_since.max(d.started) + self.idle_close_grace)),
+            None => Some(keep_alive),
+        }
     }
 
     fn schedule(&mut self, key: usize) {
@@ -2139,6 +2245,17 @@ impl Server {
                 self.mark_dirty(key);
                 self.schedule(key);
             }
+            return;
+        }
+        if self.draining.is_some()
+            && matches!(c.phase, Phase::Head)
+            && c.head_started.is_none()
+            && c.input.is_empty()
+            && !c.has_output()
+            && c.slots.is_empty()
+        {
+            // Quiet for the whole drain grace: closed gracefully, not a timeout.
+            self.begin_close(key);
             return;
         }
         self.metrics.connection_timed_out();
