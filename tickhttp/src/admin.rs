@@ -277,7 +277,7 @@ fn clamp(v: u64) -> i64 {
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         type Counter = (&'static str, &'static str, fn(&Metrics) -> u64);
-        let counters: [Counter; 6] = [
+        let counters: [Counter; 7] = [
             ("tickhttp_requests", "Requests received.", |m| {
                 m.total_requests
             }),
@@ -301,6 +301,11 @@ impl Collector for Exposition {
                 "tickhttp_connections_timed_out",
                 "Connections closed by a timeout.",
                 |m| m.timed_out_connections,
+            ),
+            (
+                "tickhttp_requests_rate_limited",
+                "Requests answered 429 by the rate limit.",
+                |m| m.rate_limited_requests,
             ),
         ];
         for (name, help, value) in counters {
@@ -419,7 +424,7 @@ fn encode_pool(enc: &mut DescriptorEncoder<'_>, p: &PoolMetrics) -> std::fmt::Re
         ),
         (
             "tickhttp_pool_rate_limited",
-            "Connections answered 429 by the master (pool-wide rate limit, centralized).",
+            "Requests answered 429 by the pool-wide rate limit.",
             p.rate_limited,
         ),
     ];

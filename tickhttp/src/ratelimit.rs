@@ -4,6 +4,12 @@
 //! The key is the peer address; behind a trusted proxy (configured explicitly) it is the
 //! client address the proxy reports in `X-Forwarded-For`. Idle keys are purged periodically,
 //! so memory stays bounded by the number of clients active within one window.
+//!
+//! In a worker pool the allowances live in one table in memory shared by every worker (a
+//! fixed 16,384 client addresses, GCRA with compare-and-swap), so the limit holds for the
+//! whole pool in both architectures and N workers do not multiply it. Requests refused are
+//! counted in [`Metrics::rate_limited_requests`](crate::server::Metrics::rate_limited_requests)
+//! and, for the pool, in `PoolMetrics::rate_limited`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -81,9 +87,19 @@ pub(crate) enum Decision {
     Limited { retry_after: Duration },
 }
 
+/// A limiter whose state several processes share (the worker pool's table).
+pub(crate) trait SharedGcra {
+    /// Spends one unit of `key`'s allowance, or says how long until one is back.
+    fn check(&self, key: IpAddr) -> Result<(), Duration>;
+    /// Addresses currently holding state.
+    fn tracked(&self) -> usize;
+}
+
 pub(crate) struct RateLimit {
     config: RateLimitConfig,
     limiter: Limiter,
+    /// In a worker pool: the pool-wide table, used instead of `limiter`.
+    shared: Option<std::rc::Rc<dyn SharedGcra>>,
     clock: MonotonicClock,
     next_purge: Instant,
 }
@@ -104,6 +120,7 @@ impl RateLimit {
             )
             .with_middleware::<StateInformationMiddleware>(),
             clock,
+            shared: None,
             next_purge: Instant::now() + config.window,
             config,
         }
@@ -131,7 +148,18 @@ impl RateLimit {
         client
     }
 
+    /// Keeps the allowances in `table`, shared with other processes, from now on.
+    pub(crate) fn share(&mut self, table: std::rc::Rc<dyn SharedGcra>) {
+        self.shared = Some(table);
+    }
+
     pub(crate) fn check(&mut self, key: IpAddr, now: Instant) -> Decision {
+        if let Some(shared) = &self.shared {
+            return match shared.check(key) {
+                Ok(()) => Decision::Allowed,
+                Err(retry_after) => Decision::Limited { retry_after },
+            };
+        }
         if now >= self.next_purge {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
@@ -147,7 +175,10 @@ impl RateLimit {
 
     /// Keys currently tracked.
     pub(crate) fn tracked(&self) -> usize {
-        self.limiter.len()
+        match &self.shared {
+            Some(shared) => shared.tracked(),
+            None => self.limiter.len(),
+        }
     }
 
     /// The 429 response.

@@ -115,7 +115,6 @@ pub(crate) struct MasterFacts {
     pub(crate) queue_length: usize,
     pub(crate) dispatched: u64,
     pub(crate) rejected: u64,
-    pub(crate) rate_limited: u64,
     pub(crate) started: Instant,
 }
 
@@ -177,7 +176,6 @@ impl StatsBoard {
                 f.queue_length as u64,
                 f.dispatched,
                 f.rejected,
-                f.rate_limited,
                 started,
             ],
         );
@@ -217,8 +215,8 @@ impl StatsBoard {
             return;
         };
         let h = &m.request_duration;
-        let mut values = [0u64; 10 + BUCKETS];
-        values[..10].copy_from_slice(&[
+        let mut values = [0u64; 11 + BUCKETS];
+        values[..11].copy_from_slice(&[
             1, // published
             m.total_requests,
             m.successful_requests,
@@ -229,20 +227,21 @@ impl StatsBoard {
             m.active_connections,
             h.count,
             (h.sum_seconds * 1e9) as u64,
+            m.rate_limited_requests,
         ]);
-        values[10..].copy_from_slice(&h.buckets);
+        values[11..].copy_from_slice(&h.buckets);
         write_area(&area[WORKER_PART..], &values);
     }
 
     /// The server counters a slot's worker last published, if any.
     pub(crate) fn server(&self, slot: usize, uptime: Option<Duration>) -> Option<Metrics> {
         let area = self.slot_area(slot)?;
-        let v: [u64; 10 + BUCKETS] = read_area(&area[WORKER_PART..]);
+        let v: [u64; 11 + BUCKETS] = read_area(&area[WORKER_PART..]);
         if v[0] == 0 {
             return None;
         }
         let mut buckets = [0u64; BUCKETS];
-        buckets.copy_from_slice(&v[10..]);
+        buckets.copy_from_slice(&v[11..]);
         let mut m = crate::server::metrics_from_parts(uptime.unwrap_or_default());
         m.total_requests = v[1];
         m.successful_requests = v[2];
@@ -251,6 +250,7 @@ impl StatsBoard {
         m.closed_connections = v[5];
         m.timed_out_connections = v[6];
         m.active_connections = v[7];
+        m.rate_limited_requests = v[10];
         m.request_duration = DurationHistogram::from_parts(buckets, v[8], v[9] as f64 / 1e9);
         Some(m)
     }
@@ -258,7 +258,7 @@ impl StatsBoard {
     /// Forgets a slot's server counters (a new process starts from zero).
     pub(crate) fn clear_server(&self, slot: usize) {
         if let Some(area) = self.slot_area(slot) {
-            write_area(&area[WORKER_PART..], &[0u64; 10 + BUCKETS]);
+            write_area(&area[WORKER_PART..], &[0u64; 11 + BUCKETS]);
         }
     }
 
@@ -273,7 +273,7 @@ impl StatsBoard {
     pub(crate) fn pool_metrics(&self, shape: &PoolShape) -> PoolMetrics {
         let now = mono_ns();
         let since = |t: u64| Duration::from_nanos(now.saturating_sub(t));
-        let master: [u64; 6] = read_area(self.master_area());
+        let master: [u64; 5] = read_area(self.master_area());
         let workers = (0..self.slots)
             .map(|i| {
                 let v: [u64; 8] = self
@@ -303,7 +303,7 @@ impl StatsBoard {
                 }
             })
             .collect::<Vec<_>>();
-        PoolMetrics {
+        let mut m = PoolMetrics {
             architecture: shape.architecture,
             balancer: shape.balancer,
             total_workers: self.slots,
@@ -311,17 +311,19 @@ impl StatsBoard {
             queue_length: usize::try_from(master[1]).unwrap_or(usize::MAX),
             dispatched: master[2],
             rejected: master[3],
-            rate_limited: master[4],
+            rate_limited: 0,
             stopping: master[0] != 0,
-            uptime: if master[5] == 0 {
+            uptime: if master[4] == 0 {
                 Duration::ZERO
             } else {
-                since(master[5])
+                since(master[4])
             },
             workers,
             restarts_by_reason: Default::default(),
             retiring_workers: 0,
-        }
+        };
+        m.rate_limited = m.workers_rate_limited();
+        m
     }
 }
 
@@ -424,7 +426,6 @@ mod tests {
             queue_length: 3,
             dispatched: 10,
             rejected: 2,
-            rate_limited: 1,
             started,
         });
         board.publish_slot(
@@ -440,10 +441,7 @@ mod tests {
             },
         );
         let m = board.pool_metrics(&shape());
-        assert_eq!(
-            (m.queue_length, m.dispatched, m.rejected, m.rate_limited),
-            (3, 10, 2, 1)
-        );
+        assert_eq!((m.queue_length, m.dispatched, m.rejected), (3, 10, 2));
         assert!(m.is_ready());
         let w = &m.workers[1];
         assert_eq!(w.pid, Some(4242));
@@ -491,7 +489,6 @@ mod tests {
             queue_length: 0,
             dispatched: 1,
             rejected: 0,
-            rate_limited: 0,
             started: Instant::now(),
         });
         assert_eq!(board.master_area()[0].load(Ordering::Relaxed), 8);

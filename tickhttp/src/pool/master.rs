@@ -48,6 +48,7 @@ use slab::Slab;
 use super::balancer::{Balancer, Candidate};
 use super::board::{self, MasterFacts, PoolShape, SlotFacts, StatsBoard, WorkerBoard};
 use super::ipc::{ToMaster, ToWorker, MAX_MESSAGE};
+use super::limit::SharedLimits;
 use super::metrics::{
     ExitReason, PoolMetrics, RestartCounts, RestartReason, WorkerMetrics, WorkerState,
 };
@@ -233,11 +234,12 @@ struct Master<'a> {
     page_size: u64,
     /// What `/metrics`, `/status` and `/ready` show, in memory every worker reads.
     stats: Option<Rc<StatsBoard>>,
+    /// The pool-wide rate-limit table, when a rate limit is configured.
+    rate_limits: Option<Rc<SharedLimits>>,
     candidates: Vec<Candidate>,
     stop: Option<Stop>,
     dispatched: u64,
     rejected: u64,
-    rate_limited: u64,
     next_generation: u64,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
@@ -370,6 +372,13 @@ impl<'a> Master<'a> {
                 None
             }
         };
+        // One rate limit for the whole pool: every worker spends from the same table.
+        let rate_limits = match &cfg.server_config.rate_limit {
+            Some(limit) => Some(Rc::new(
+                SharedLimits::new(limit).map_err(io_err("mapping the shared rate-limit table"))?,
+            )),
+            None => None,
+        };
         let now = Instant::now();
         let slots = (0..cfg.workers)
             .map(|i| Slot {
@@ -430,11 +439,11 @@ impl<'a> Master<'a> {
             rng: seed | 1,
             page_size: sys::page_size(),
             stats,
+            rate_limits,
             candidates: Vec::with_capacity(cfg.workers),
             stop: None,
             dispatched: 0,
             rejected: 0,
-            rate_limited: 0,
             next_generation: 1,
             accept_again: false,
             accept_paused_until: None,
@@ -642,6 +651,10 @@ impl<'a> Master<'a> {
                 slot: i,
                 shape: Rc::new(self.shape()),
             }),
+            rate_limits: self
+                .rate_limits
+                .as_ref()
+                .map(|t| Rc::clone(t) as Rc<dyn crate::ratelimit::SharedGcra>),
             signal_mask: self.old_mask,
             app: self.app,
         };
@@ -1812,7 +1825,6 @@ impl<'a> Master<'a> {
             queue_length: self.queue.len(),
             dispatched: self.dispatched,
             rejected: self.rejected,
-            rate_limited: self.rate_limited,
             started: self.started,
         });
         let board = self.board.as_deref();
@@ -1844,7 +1856,7 @@ impl<'a> Master<'a> {
             queue_length: self.queue.len(),
             dispatched: self.dispatched,
             rejected: self.rejected,
-            rate_limited: self.rate_limited,
+            rate_limited: 0,
             stopping: self.stop.is_some(),
             uptime: now.duration_since(self.started),
             workers: self
@@ -1878,6 +1890,7 @@ impl<'a> Master<'a> {
         if let Some(stats) = &self.stats {
             stats.attach_servers(&mut m);
         }
+        m.rate_limited = m.workers_rate_limited();
         m
     }
 }

@@ -205,8 +205,8 @@ pub struct PoolMetrics {
     pub dispatched: u64,
     /// Connections answered 503 by the master: queue full, waited too long, or stopping.
     pub rejected: u64,
-    /// Connections answered 429 by the master: their client was over the pool-wide rate
-    /// limit (centralized mode).
+    /// Requests answered 429 by the pool-wide rate limit: the sum of the workers' last
+    /// published `rate_limited_requests`.
     pub rate_limited: u64,
     /// Whether the pool is shutting down.
     pub stopping: bool,
@@ -221,6 +221,15 @@ pub struct PoolMetrics {
 }
 
 impl PoolMetrics {
+    /// The sum of the workers' rate-limited requests, as last published.
+    pub(crate) fn workers_rate_limited(&self) -> u64 {
+        self.workers
+            .iter()
+            .filter_map(|w| w.server.as_ref())
+            .map(|s| s.rate_limited_requests)
+            .sum()
+    }
+
     /// Workers ready to serve.
     pub fn ready_workers(&self) -> usize {
         self.workers

@@ -79,6 +79,7 @@
 mod balancer;
 mod board;
 mod ipc;
+mod limit;
 mod master;
 mod metrics;
 mod shm;

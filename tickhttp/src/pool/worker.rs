@@ -44,6 +44,8 @@ pub(crate) struct WorkerSettings<'a> {
     pub(crate) board: Option<(Rc<LoadBoard>, usize)>,
     /// Where to publish this worker's server counters, and read the pool's for `/metrics`.
     pub(crate) stats: Option<super::board::WorkerBoard>,
+    /// The pool-wide rate-limit table, when a rate limit is configured.
+    pub(crate) rate_limits: Option<Rc<dyn crate::ratelimit::SharedGcra>>,
     pub(crate) signal_mask: SigSet,
     pub(crate) app: &'a mut WorkerApp,
 }
@@ -324,12 +326,16 @@ fn run_server(settings: WorkerSettings<'_>) -> Result<(), Error> {
         quit_deadline,
         board,
         stats,
+        rate_limits,
         signal_mask,
         app,
         ..
     } = settings;
     let mut server = Server::new(server_config)?;
     server.set_worker_id(id);
+    if let Some(table) = rate_limits {
+        server.share_rate_limit(table);
+    }
     if let Some(listener) = listener {
         server.add_listener(listener)?;
     }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub closed_connections: u64,
     /// Connections closed by a timeout (idle, header, body, write).
     pub timed_out_connections: u64,
+    /// Requests answered 429 by the rate limit (counted in `failed_requests` too).
+    pub rate_limited_requests: u64,
     /// Static-file cache hits.
     pub cache_hits: u64,
     /// Static-file cache misses.
@@ -108,6 +110,7 @@ pub(crate) struct MetricsState {
     opened: u64,
     closed: u64,
     timed_out: u64,
+    rate_limited: u64,
     pub(crate) cache_hits: u64,
     pub(crate) cache_misses: u64,
     durations: u64,
@@ -128,6 +131,7 @@ impl MetricsState {
             opened: 0,
             closed: 0,
             timed_out: 0,
+            rate_limited: 0,
             cache_hits: 0,
             cache_misses: 0,
             durations: 0,
@@ -170,6 +174,10 @@ impl MetricsState {
         self.closed += 1;
     }
 
+    pub(crate) fn request_rate_limited(&mut self) {
+        self.rate_limited += 1;
+    }
+
     pub(crate) fn connection_timed_out(&mut self) {
         self.timed_out += 1;
     }
@@ -187,6 +195,7 @@ impl MetricsState {
             total_connections: self.opened,
             closed_connections: self.closed,
             timed_out_connections: self.timed_out,
+            rate_limited_requests: self.rate_limited,
             cache_hits: self.cache_hits,
             cache_misses: self.cache_misses,
             cache_hit_rate: if lookups == 0 {

@@ -1677,6 +1677,7 @@ impl Server {
                 limit.check(client, self.now)
             {
                 let resp = limit.refusal(retry_after);
+                self.metrics.request_rate_limited();
                 self.answer_now(key, &head, resp);
                 return;
             }
@@ -1776,6 +1777,17 @@ impl Server {
     /// Client addresses the rate limiter currently tracks (bounded: idle ones are purged).
     pub fn rate_limit_keys(&self) -> usize {
         self.rate_limit.as_ref().map_or(0, |r| r.tracked())
+    }
+
+    /// Keeps the rate limit's allowances in `table` (the worker pool's, shared by every
+    /// worker), so the limit holds pool-wide instead of per process.
+    pub(crate) fn share_rate_limit(
+        &mut self,
+        table: std::rc::Rc<dyn crate::ratelimit::SharedGcra>,
+    ) {
+        if let Some(limit) = self.rate_limit.as_mut() {
+            limit.share(table);
+        }
     }
 
     /// Answers a bad request with its status after the responses queued before it, then closes.
