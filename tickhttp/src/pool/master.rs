@@ -56,7 +56,7 @@ use super::status::StatusServer;
 use super::sys::{self, Forked, LoadBoard, Received};
 use super::upgrade;
 use super::worker::{self, WorkerSettings};
-use super::{Architecture, PoolConfig, WorkerApp};
+use super::{Architecture, BalancerKind, PoolConfig, WorkerApp};
 use crate::error::Error;
 
 const SIGNALS: Token = Token(0);
@@ -72,6 +72,17 @@ const LINGER_BASE: usize = 2 << 20;
 const STATUS_BASE: usize = 3 << 20;
 /// Control sockets of replacements that have not reported ready yet (one per slot at most).
 const NEXT_BASE: usize = 8 << 20;
+/// Connections whose PROXY header the master waits for (sticky balancing behind a proxy).
+const PEEK_BASE: usize = 10 << 20;
+const PEEK_END: usize = 11 << 20;
+/// Most connections waiting for their PROXY header at once; past it, the proxy's address
+/// is the balancing key.
+const MAX_PEEKING: usize = 4096;
+/// How long the master waits for a PROXY header before balancing on the proxy's address.
+const PEEK_WAIT: Duration = Duration::from_secs(1);
+/// Bytes peeked for a PROXY header: a v1 line is at most 107; a v2 header with its
+/// addresses 52, and proxies add few TLVs.
+const PEEK_BYTES: usize = 512;
 const NEXT_END: usize = 9 << 20;
 /// Lines of the shared board: every process that may be alive at once (slots, replacements,
 /// retiring workers) needs one.
@@ -189,8 +200,16 @@ impl Slot {
 struct Queued {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The address the balancer keys on: the peer, or the client its PROXY header names.
+    client: std::net::IpAddr,
     accepted_at: SystemTime,
     since: Instant,
+}
+
+/// A connection from a trusted proxy whose PROXY header has not arrived yet.
+struct Peeking {
+    conn: Queued,
+    until: Instant,
 }
 
 struct Lingering {
@@ -213,6 +232,7 @@ struct Master<'a> {
     slots: Vec<Slot>,
     queue: VecDeque<Queued>,
     lingering: Slab<Lingering>,
+    peeking: Slab<Peeking>,
     balancer: Balancer,
     /// The load board (always mapped: every mode publishes load and heartbeats there).
     board: Option<Rc<LoadBoard>>,
@@ -248,6 +268,24 @@ struct Master<'a> {
 }
 
 /// Reaps `pid` if it has exited: `Some(how)` then (`Some(None)` if it is already gone).
+/// The client a PROXY header at the start of `stream`'s input names, without consuming it:
+/// `None` while more bytes are needed, `Some(None)` when there is no better key than the
+/// peer (not a PROXY header, `LOCAL`, the peer closed, an error).
+fn peek_client(stream: &TcpStream) -> Option<Option<std::net::IpAddr>> {
+    let mut buf = [0u8; PEEK_BYTES];
+    match stream.peek(&mut buf) {
+        Ok(0) => Some(None),
+        Ok(n) => match crate::proxy::parse(&buf[..n]) {
+            crate::proxy::Parsed::Header { source, .. } => Some(source.map(|s| s.ip())),
+            crate::proxy::Parsed::Incomplete if n < PEEK_BYTES => None,
+            _ => Some(None),
+        },
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+        Err(_) => Some(None),
+    }
+}
+
 fn try_reap(pid: Pid) -> Option<Option<ExitReason>> {
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => Some(Some(ExitReason::Code(code))),
@@ -430,6 +468,7 @@ impl<'a> Master<'a> {
             slots,
             queue: VecDeque::new(),
             lingering: Slab::new(),
+            peeking: Slab::new(),
             balancer: Balancer::new(&cfg.balancer),
             board,
             free_lines: (cfg.workers..BOARD_LINES).rev().collect(),
@@ -504,6 +543,7 @@ impl<'a> Master<'a> {
                         self.linger(t - LINGER_BASE)
                     }
                     Token(t) if (NEXT_BASE..NEXT_END).contains(&t) => self.read_next(t - NEXT_BASE),
+                    Token(t) if (PEEK_BASE..PEEK_END).contains(&t) => self.peeked(t - PEEK_BASE),
                     token => self.status_ready(token),
                 }
             }
@@ -629,6 +669,7 @@ impl<'a> Master<'a> {
         self.status = None;
         self.queue.clear();
         self.lingering.clear();
+        self.peeking.clear();
         for slot in &mut self.slots {
             slot.control = None;
             slot.next = None;
@@ -1365,16 +1406,14 @@ impl<'a> Master<'a> {
                     let queued = Queued {
                         stream,
                         peer,
+                        client: peer.ip(),
                         accepted_at: SystemTime::now(),
                         since: Instant::now(),
                     };
-                    if self.queue.is_empty() && self.send_to_worker(&queued) {
-                        continue;
-                    }
-                    if self.queue.len() >= self.cfg.max_queue {
-                        self.reject(queued.stream, "queue full");
+                    if self.wants_proxy_header(peer) {
+                        self.peek_proxy_header(queued);
                     } else {
-                        self.queue.push_back(queued);
+                        self.enqueue(queued);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1399,6 +1438,79 @@ impl<'a> Master<'a> {
             }
         }
         self.accept_again = true;
+    }
+
+    /// Sends a new connection to a worker now, or queues it (503 when the queue is full).
+    fn enqueue(&mut self, queued: Queued) {
+        if self.queue.is_empty() && self.send_to_worker(&queued) {
+            return;
+        }
+        if self.queue.len() >= self.cfg.max_queue {
+            self.reject(queued.stream, "queue full");
+        } else {
+            self.queue.push_back(queued);
+        }
+    }
+
+    /// Whether the balancer should key on the client a PROXY header from `peer` names:
+    /// sticky balancing, with the PROXY protocol on and `peer` trusted.
+    fn wants_proxy_header(&self, peer: SocketAddr) -> bool {
+        self.cfg.balancer == BalancerKind::Sticky
+            && self
+                .server_config
+                .proxy_protocol
+                .as_ref()
+                .is_some_and(|p| p.trusts(peer.ip()))
+    }
+
+    /// Reads the PROXY header without consuming it (the worker parses it again and serves
+    /// the request after it) and keys the balancer on the client it names. If the header
+    /// has not arrived, waits for it up to [`PEEK_WAIT`].
+    fn peek_proxy_header(&mut self, mut queued: Queued) {
+        match peek_client(&queued.stream) {
+            Some(Some(client)) => {
+                queued.client = client;
+                self.enqueue(queued);
+            }
+            // Not a PROXY header (the worker answers it), or an error: no better key.
+            Some(None) => self.enqueue(queued),
+            None if self.peeking.len() >= MAX_PEEKING => self.enqueue(queued),
+            None => {
+                let entry = self.peeking.vacant_entry();
+                let token = Token(PEEK_BASE + entry.key());
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut queued.stream, token, Interest::READABLE)
+                    .is_ok()
+                {
+                    entry.insert(Peeking {
+                        conn: queued,
+                        until: Instant::now() + PEEK_WAIT,
+                    });
+                } else {
+                    self.enqueue(queued);
+                }
+            }
+        }
+    }
+
+    /// More bytes arrived on a connection waiting for its PROXY header.
+    fn peeked(&mut self, key: usize) {
+        let Some(p) = self.peeking.get_mut(key) else {
+            return;
+        };
+        let client = match peek_client(&p.conn.stream) {
+            None => return,
+            Some(client) => client,
+        };
+        let mut p = self.peeking.remove(key);
+        // Registered here, the descriptor must leave this epoll before it goes to a worker.
+        let _ = self.poll.registry().deregister(&mut p.conn.stream);
+        if let Some(client) = client {
+            p.conn.client = client;
+        }
+        self.enqueue(p.conn);
     }
 
     /// Hands the queue to the workers, oldest first, for as long as one can take a connection.
@@ -1434,7 +1546,7 @@ impl<'a> Master<'a> {
                         weight: s.weight,
                     }),
             );
-            let Some(i) = self.balancer.pick(&self.candidates, conn.peer.ip()) else {
+            let Some(i) = self.balancer.pick(&self.candidates, conn.client) else {
                 return false;
             };
             let slot = &mut self.slots[i];
@@ -1568,6 +1680,12 @@ impl<'a> Master<'a> {
             killed: false,
         });
         // Connections accepted but not yet handed over are served if a worker can take them.
+        let waiting: Vec<usize> = self.peeking.iter().map(|(k, _)| k).collect();
+        for key in waiting {
+            let mut p = self.peeking.remove(key);
+            let _ = self.poll.registry().deregister(&mut p.conn.stream);
+            self.queue.push_back(p.conn);
+        }
         self.dispatch();
         while let Some(q) = self.queue.pop_front() {
             self.reject(q.stream, "stopping");
@@ -1650,6 +1768,7 @@ impl<'a> Master<'a> {
         }
         consider(self.queue.front().map(|q| q.since + self.cfg.queue_timeout));
         consider(self.lingering.iter().map(|(_, l)| l.until).min());
+        consider(self.peeking.iter().map(|(_, p)| p.until).min());
         consider(self.accept_paused_until);
         if let Some(status) = &mut self.status {
             consider(status.expire(self.poll.registry(), now));
@@ -1789,6 +1908,19 @@ impl<'a> Master<'a> {
             if let Some(q) = self.queue.pop_front() {
                 self.reject(q.stream, "no worker free in time");
             }
+        }
+        let late: Vec<usize> = self
+            .peeking
+            .iter()
+            .filter(|(_, p)| p.until <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            // No PROXY header in time: balance on the proxy's address; the worker's own
+            // header timeout decides the connection's fate.
+            let mut p = self.peeking.remove(key);
+            let _ = self.poll.registry().deregister(&mut p.conn.stream);
+            self.enqueue(p.conn);
         }
         let expired: Vec<usize> = self
             .lingering

@@ -235,7 +235,10 @@ pub enum BalancerKind {
     /// Shares by [`PoolBuilder::weights`] (smooth weighted round-robin).
     Weighted,
     /// A client address keeps its worker while that worker lives; new clients go to the
-    /// least-loaded worker.
+    /// least-loaded worker. Behind a proxy trusted for the PROXY protocol
+    /// ([`ServerConfig::proxy_protocol`](crate::ServerConfig::proxy_protocol)) the client
+    /// address is the one the PROXY header names: the master peeks at it without consuming
+    /// it (waiting up to a second for it to arrive) before it picks the worker.
     Sticky,
 }
 
