@@ -54,8 +54,7 @@ enum Mode {
     Shared,
     /// A worker pool; the master accepts and hands connections to the workers.
     Centralized,
-    /// One process, no pool. The only mode with systemd socket activation (LISTEN_FDS) and
-    /// notifications (READY=1, STOPPING=1, WATCHDOG=1) for now.
+    /// One process, no pool.
     Single,
 }
 
@@ -611,12 +610,6 @@ fn serve(
             Ok(())
         }
         Mode::Auto | Mode::Shared | Mode::Centralized => {
-            if systemd::socket_activated() || std::env::var_os("NOTIFY_SOCKET").is_some() {
-                tracing::warn!(
-                    "systemd socket activation and notifications are supported with --mode \
-                     single only; the pool binds --listen itself and sends no notifications"
-                );
-            }
             let architecture = match args.mode {
                 Mode::Shared => tickhttp::pool::Architecture::Shared,
                 Mode::Centralized => tickhttp::pool::Architecture::Centralized,

@@ -190,6 +190,26 @@ pub fn serve(
     if let Some(addr) = args.status_listen {
         builder = builder.status_listen(addr);
     }
+    // Socket activation: systemd bound the port and passed it as fd 3; --listen is not
+    // bound then.
+    let activated = crate::systemd::activated_listener()?;
+    let socket = if activated.is_some() {
+        "passed by systemd (socket activation, fd 3; --listen not bound)"
+    } else {
+        "bound by the master"
+    };
+    if let Some(listener) = activated {
+        builder = builder.listener(listener);
+    }
+    let watchdog = crate::systemd::watchdog_interval();
+    builder = builder
+        .heartbeat(watchdog.map(|w| (w / 2).max(Duration::from_millis(1))))
+        .on_event(crate::systemd::on_pool_event);
+    let notify = match (std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog) {
+        (false, _) => "off (no NOTIFY_SOCKET)".to_string(),
+        (true, None) => "READY, RELOADING, STOPPING".to_string(),
+        (true, Some(w)) => format!("READY, RELOADING, STOPPING, WATCHDOG every {:?}", w / 2),
+    };
     builder = match args.worker_mode {
         WorkerMode::Event => builder.event_driven(move |worker_id, server: &mut Server| {
             crash_check(worker_id);
@@ -273,6 +293,8 @@ pub fn serve(
                 ("static root", root),
                 ("TLS", if tls { "on" } else { "off" }.into()),
                 ("metrics", metrics_url),
+                ("socket", socket.to_string()),
+                ("sd_notify", notify),
             ]
         )
     );

@@ -56,7 +56,7 @@ use super::status::StatusServer;
 use super::sys::{self, Forked, LoadBoard, Received};
 use super::upgrade;
 use super::worker::{self, WorkerSettings};
-use super::{Architecture, BalancerKind, PoolConfig, WorkerApp};
+use super::{Architecture, BalancerKind, PoolConfig, PoolEvent, WorkerApp};
 use crate::error::Error;
 
 const SIGNALS: Token = Token(0);
@@ -243,6 +243,16 @@ struct Master<'a> {
     handover: Vec<(&'static str, std::os::fd::RawFd)>,
     /// Set when an upgrade started this master: where to say it is ready.
     ready_pipe: Option<OwnedFd>,
+    /// Whether an upgrade started this master.
+    upgraded: bool,
+    /// The application's hook for pool events.
+    on_event: Option<Box<dyn FnMut(PoolEvent)>>,
+    /// [`PoolEvent::Ready`] was sent.
+    announced_ready: bool,
+    /// A rolling reload is under way ([`PoolEvent::Reloaded`] not sent yet).
+    reloading: bool,
+    /// When the next [`PoolEvent::Heartbeat`] is due.
+    next_heartbeat: Option<Instant>,
     /// A new master being started by `SIGUSR2`, and when it must be ready by.
     upgrade: Option<(upgrade::Upgrade, Instant)>,
     /// New masters of failed upgrades, stopped, to be reaped.
@@ -312,6 +322,7 @@ pub(crate) fn run(
     listeners: Vec<std::net::TcpListener>,
     status: Option<std::net::TcpListener>,
     ready_pipe: Option<OwnedFd>,
+    on_event: Option<Box<dyn FnMut(PoolEvent)>>,
     mut app: WorkerApp,
 ) -> Result<PoolMetrics, Error> {
     // Fail early and clearly; `sys::fork` checks again before every fork.
@@ -343,7 +354,9 @@ pub(crate) fn run(
             SignalFd::with_flags(&blocked, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
                 .map_err(|e| Error::io("creating the master's signalfd", e.into()))?;
         let mut master = Master::new(&cfg, &mut app, signals, old_mask, listeners, status)?;
+        master.upgraded = ready_pipe.is_some();
         master.ready_pipe = ready_pipe;
+        master.on_event = on_event;
         master.run()
     })();
     // Back to the caller's mask (signals that arrived during the run were all read).
@@ -462,6 +475,11 @@ impl<'a> Master<'a> {
             server_config: cfg.server_config.clone(),
             handover,
             ready_pipe: None,
+            upgraded: false,
+            on_event: None,
+            announced_ready: false,
+            reloading: false,
+            next_heartbeat: cfg.heartbeat.map(|_| Instant::now()),
             upgrade: None,
             failed_upgrades: Vec::new(),
             status,
@@ -552,6 +570,7 @@ impl<'a> Master<'a> {
                 self.accept();
             }
             self.on_timers()?;
+            self.pool_events(Instant::now());
             self.dispatch();
             self.publish_stats();
         }
@@ -709,9 +728,9 @@ impl<'a> Master<'a> {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => self.reap(),
-                    Ok(Signal::SIGTERM) => self.begin_stop(StopKind::Term, "SIGTERM"),
-                    Ok(Signal::SIGINT) => self.begin_stop(StopKind::Term, "SIGINT"),
-                    Ok(Signal::SIGQUIT) => self.begin_stop(StopKind::Quit, "SIGQUIT"),
+                    Ok(Signal::SIGTERM) => self.stop_on_signal(StopKind::Term, "SIGTERM"),
+                    Ok(Signal::SIGINT) => self.stop_on_signal(StopKind::Term, "SIGINT"),
+                    Ok(Signal::SIGQUIT) => self.stop_on_signal(StopKind::Quit, "SIGQUIT"),
                     Ok(Signal::SIGHUP) => self.reload(),
                     Ok(Signal::SIGTTIN) => self.add_worker(),
                     Ok(Signal::SIGTTOU) => self.remove_worker(),
@@ -878,6 +897,19 @@ impl<'a> Master<'a> {
                     slot.state = WorkerState::Ready;
                     slot.ready_ms = sys::monotonic_ms();
                     tracing::info!(worker = slot.id, pid, "worker ready");
+                }
+                // Ready once every slot is (a slot whose breaker tripped does not hold it up).
+                if !self.announced_ready
+                    && !stopping
+                    && self.slots.iter().any(|s| s.state == WorkerState::Ready)
+                    && self
+                        .slots
+                        .iter()
+                        .all(|s| matches!(s.state, WorkerState::Ready | WorkerState::Failed))
+                {
+                    self.announced_ready = true;
+                    let upgraded = self.upgraded;
+                    self.emit(PoolEvent::Ready { upgraded });
                 }
                 if self.ready_pipe.is_some()
                     && !stopping
@@ -1170,6 +1202,8 @@ impl<'a> Master<'a> {
             workers = self.slots.len(),
             "SIGHUP: rolling reload, one worker at a time"
         );
+        self.reloading = true;
+        self.emit(PoolEvent::Reloading);
         for i in 0..self.slots.len() {
             // A newer reload supersedes a replacement that is starting.
             if let Some(next) = &mut self.slots[i].next {
@@ -1208,6 +1242,9 @@ impl<'a> Master<'a> {
                     return;
                 }
                 let deadline = Instant::now() + self.cfg.ready_timeout + UPGRADE_GRACE;
+                self.emit(PoolEvent::Upgrading {
+                    pid: u.pid.as_raw() as u32,
+                });
                 tracing::info!(
                     pid = u.pid.as_raw(),
                     "SIGUSR2: upgrading: new master started with the listening sockets; this \
@@ -1244,6 +1281,9 @@ impl<'a> Master<'a> {
                 );
                 // The new master answers the status endpoint from now on.
                 self.status = None;
+                self.emit(PoolEvent::UpgradeDone {
+                    pid: u.pid.as_raw() as u32,
+                });
                 self.begin_stop(StopKind::Term, "upgrade");
             }
         }
@@ -1262,6 +1302,7 @@ impl<'a> Master<'a> {
             pid = u.pid.as_raw(),
             "upgrade failed: {why}; this master and its workers keep serving"
         );
+        self.emit(PoolEvent::UpgradeFailed);
         if try_reap(u.pid).is_none() {
             let _ = signal::kill(u.pid, Signal::SIGTERM);
             self.failed_upgrades.push(u.pid);
@@ -1648,6 +1689,41 @@ impl<'a> Master<'a> {
         self.shared_listener = None;
     }
 
+    /// Calls the application's event hook, if any.
+    fn emit(&mut self, event: PoolEvent) {
+        if let Some(hook) = &mut self.on_event {
+            hook(event);
+        }
+    }
+
+    fn stop_on_signal(&mut self, kind: StopKind, signal_name: &str) {
+        if self.stop.is_none() {
+            self.emit(PoolEvent::Stopping);
+        }
+        self.begin_stop(kind, signal_name);
+    }
+
+    /// Sends [`PoolEvent::Reloaded`] once a reload has replaced every slot, and the
+    /// heartbeat when it is due.
+    fn pool_events(&mut self, now: Instant) {
+        if self.reloading
+            && self.replace_queue.is_empty()
+            && self.slots.iter().all(|s| s.next.is_none())
+        {
+            self.reloading = false;
+            if self.stop.is_none() {
+                tracing::info!("rolling reload done");
+                self.emit(PoolEvent::Reloaded);
+            }
+        }
+        if let (Some(due), Some(every)) = (self.next_heartbeat, self.cfg.heartbeat) {
+            if now >= due {
+                self.next_heartbeat = Some(now + every);
+                self.emit(PoolEvent::Heartbeat);
+            }
+        }
+    }
+
     fn begin_stop(&mut self, kind: StopKind, signal_name: &str) {
         let now = Instant::now();
         let deadline = match kind {
@@ -1769,6 +1845,7 @@ impl<'a> Master<'a> {
         consider(self.queue.front().map(|q| q.since + self.cfg.queue_timeout));
         consider(self.lingering.iter().map(|(_, l)| l.until).min());
         consider(self.peeking.iter().map(|(_, p)| p.until).min());
+        consider(self.next_heartbeat);
         consider(self.accept_paused_until);
         if let Some(status) = &mut self.status {
             consider(status.expire(self.poll.registry(), now));

@@ -335,6 +335,45 @@ impl WorkerApp {
     }
 }
 
+/// What happens to the pool as a whole, reported by the master to the hook given to
+/// [`PoolBuilder::on_event`]: enough to drive a service manager (systemd's `READY=1`,
+/// `RELOADING=1`, `STOPPING=1`, `WATCHDOG=1`, `MAINPID=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// Every worker reported ready, for the first time in this master. `upgraded` when this
+    /// master was started by a `SIGUSR2` upgrade (the previous master drains next).
+    Ready {
+        /// This master was started by an upgrade.
+        upgraded: bool,
+    },
+    /// `SIGHUP`: a rolling reload began.
+    Reloading,
+    /// The rolling reload finished: every slot was replaced (or kept its worker because the
+    /// replacement failed).
+    Reloaded,
+    /// `SIGUSR2`: a new master is starting with the listening sockets.
+    Upgrading {
+        /// The new master's process id.
+        pid: u32,
+    },
+    /// The upgrade failed (the new master exited or was not ready in time); this master
+    /// keeps serving.
+    UpgradeFailed,
+    /// The new master is ready and takes over; this one drains its workers and exits.
+    UpgradeDone {
+        /// The new master's process id.
+        pid: u32,
+    },
+    /// `SIGTERM`, `SIGINT` or `SIGQUIT`: the pool stops.
+    Stopping,
+    /// The master's loop is turning; sent every [`PoolBuilder::heartbeat`] interval.
+    Heartbeat,
+}
+
+/// A hook for [`PoolEvent`]s; runs in the master, in its loop: it must return promptly.
+type EventHook = Box<dyn FnMut(PoolEvent)>;
+
 /// Configures a [`WorkerPool`]; [`build`](PoolBuilder::build) validates and binds.
 #[must_use]
 pub struct PoolBuilder {
@@ -359,6 +398,9 @@ pub struct PoolBuilder {
     max_age: Option<Duration>,
     defer_accept: Option<Duration>,
     status_listen: Option<SocketAddr>,
+    listener: Option<std::net::TcpListener>,
+    on_event: Option<EventHook>,
+    heartbeat: Option<Duration>,
     app: Option<WorkerApp>,
 }
 
@@ -398,8 +440,48 @@ impl PoolBuilder {
             max_age: None,
             defer_accept: Some(defaults::DEFER_ACCEPT),
             status_listen: None,
+            listener: None,
+            on_event: None,
+            heartbeat: None,
             app: None,
         }
+    }
+
+    /// Serves on `listener`, already bound and listening (for example the socket systemd
+    /// passes with socket activation), instead of binding
+    /// [`ServerConfig::listen`](crate::ServerConfig::listen). A socket inherited by an
+    /// upgraded master (`SIGUSR2`) still takes precedence.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Calls `hook` in the master for each [`PoolEvent`].
+    ///
+    /// ```no_run
+    /// use tickhttp::pool::{PoolEvent, WorkerPool};
+    /// # fn app(_: u32, _: &mut tickhttp::Server) -> Result<(), tickhttp::Error> { Ok(()) }
+    /// let pool = WorkerPool::builder()
+    ///     .event_driven(app)
+    ///     .on_event(|event| {
+    ///         if let PoolEvent::Ready { .. } = event {
+    ///             eprintln!("every worker is ready");
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// pool.run()?;
+    /// # Ok::<(), tickhttp::Error>(())
+    /// ```
+    pub fn on_event(mut self, hook: impl FnMut(PoolEvent) + 'static) -> Self {
+        self.on_event = Some(Box::new(hook));
+        self
+    }
+
+    /// Sends [`PoolEvent::Heartbeat`] every `interval` from the master's loop (default:
+    /// never), for a service manager's watchdog.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
     }
 
     /// Worker count (default: [`Workers::Auto`]).
@@ -736,9 +818,18 @@ impl PoolBuilder {
         // removed, restarted or stuck leaves the connections waiting in it to the others
         // instead of resetting them (see the master's notes on replacing workers).
         // `SO_REUSEPORT` stays set there so another process may bind the port alongside.
-        let l = match reuse(inherited.listen, listen, "listen") {
-            Some(l) => l,
-            None => {
+        let given = match self.listener {
+            Some(l) => {
+                l.set_nonblocking(true)
+                    .map_err(|e| Error::io("making the given listener non-blocking", e))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let l = match (reuse(inherited.listen, listen, "listen"), given) {
+            (Some(l), _) => l,
+            (None, Some(l)) => l,
+            (None, None) => {
                 crate::sys::bind_tcp(listen, backlog, architecture != Architecture::Centralized)?
             }
         };
@@ -789,8 +880,10 @@ impl PoolBuilder {
                 max_requests_jitter: self.max_requests_jitter,
                 max_rss: self.max_rss,
                 max_age: self.max_age,
+                heartbeat: self.heartbeat,
                 local_addr,
             },
+            on_event: self.on_event,
             listeners,
             status,
             ready_pipe: inherited.ready,
@@ -843,6 +936,7 @@ pub(crate) struct PoolConfig {
     pub(crate) max_requests_jitter: u64,
     pub(crate) max_rss: Option<u64>,
     pub(crate) max_age: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
     pub(crate) local_addr: SocketAddr,
 }
 
@@ -853,6 +947,7 @@ pub struct WorkerPool {
     status: Option<std::net::TcpListener>,
     /// Set when an upgrade started this master: where to say it is ready.
     ready_pipe: Option<std::os::fd::OwnedFd>,
+    on_event: Option<EventHook>,
     app: WorkerApp,
 }
 
@@ -913,6 +1008,7 @@ impl WorkerPool {
             self.listeners,
             self.status,
             self.ready_pipe,
+            self.on_event,
             self.app,
         )
     }
