@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use pool_util::{get, json_number, parse_workers, spawn, Pool};
+use pool_util::{get, json_number, parse_workers, spawn, try_get, Pool};
 
 /// The value of the first sample line starting with `series` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -22,7 +22,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn poll_until(addr: SocketAddr, path: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, body) = get(addr, path);
+        // A connection handed to a worker that was just killed may fail: try again.
+        let (status, body) = try_get(addr, path).unwrap_or((0, String::new()));
         if status == 200 && done(&body) {
             return body;
         }
@@ -93,6 +94,34 @@ fn status_health_and_ready_on_both_surfaces() {
     // The demo also serves them at the root.
     assert_eq!(get(pool.addr, "/ready").0, 200);
     assert!(get(pool.addr, "/status").1.contains("\"workers\":["));
+}
+
+#[test]
+fn a_worker_answers_status_with_the_masters_view_of_restarts() {
+    let pool = Pool::start(2, &["--mode", "centralized", "--restart-delay", "50ms"]);
+    let victim = parse_workers(&pool.status())
+        .into_iter()
+        .find(|w| w.id == 1)
+        .and_then(|w| w.pid)
+        .expect("worker 1 has a pid");
+    pool_util::signal(victim, "KILL");
+    // Any worker, on the main listener, reports the crash as the master counted it.
+    // Once it is back: its restart reason, every worker's memory (sampled each second) and
+    // heartbeat, as the master sees them.
+    poll_until(pool.addr, "/_tickhttp/status", |b| {
+        b.contains("\"crash\":1")
+            && b.contains("\"last_restart\":\"crash\"")
+            && b.contains("\"restarts\":1")
+            && !b.contains("\"rss_bytes\":null")
+            && !b.contains("\"heartbeat_age_ms\":null")
+    });
+    let text = poll_until(pool.addr, "/_tickhttp/metrics", |t| {
+        t.contains("reason=\"crash\"} 1")
+    });
+    assert!(
+        text.contains("tickhttp_pool_worker_restarts_total{worker=\"1\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]

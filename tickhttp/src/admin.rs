@@ -474,6 +474,15 @@ fn encode_pool(enc: &mut DescriptorEncoder<'_>, p: &PoolMetrics) -> std::fmt::Re
     )?;
     family(
         enc,
+        "tickhttp_pool_restarts",
+        "Worker restarts by reason: crash, timeout (stuck loop), reload, max_requests, max_rss, max_age.",
+        MetricType::Counter,
+        p.restarts_by_reason
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.to_string())], Value::Counter(n))),
+    )?;
+    family(
+        enc,
         "tickhttp_pool_worker_up",
         "1 while the slot's worker is ready.",
         MetricType::Gauge,

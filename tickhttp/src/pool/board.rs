@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use super::metrics::{ExitReason, PoolMetrics, WorkerMetrics, WorkerState};
+use super::metrics::{
+    ExitReason, PoolMetrics, RestartCounts, RestartReason, WorkerMetrics, WorkerState,
+};
 use super::shm::SharedWords;
 use super::{Architecture, BalancerKind};
 use crate::admin::{AdminContext, Endpoint, Reply};
@@ -37,6 +39,8 @@ use crate::server::{DurationHistogram, EventSource, Metrics, Server, DURATION_BU
 pub(crate) const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
 const MASTER_WORDS: usize = 16;
+/// The master's fields: six figures and a count per restart reason.
+const MASTER_FIELDS: usize = 6 + RestartReason::ALL.len();
 const SLOT_WORDS: usize = 64;
 const WORKER_PART: usize = 16;
 const BUCKETS: usize = DURATION_BUCKETS.len();
@@ -116,6 +120,8 @@ pub(crate) struct MasterFacts {
     pub(crate) dispatched: u64,
     pub(crate) rejected: u64,
     pub(crate) started: Instant,
+    pub(crate) restarts_by_reason: RestartCounts,
+    pub(crate) retiring_workers: usize,
 }
 
 /// One slot, as the master publishes it.
@@ -127,6 +133,10 @@ pub(crate) struct SlotFacts {
     pub(crate) spawned_at: Instant,
     pub(crate) connections: u64,
     pub(crate) requests: u64,
+    pub(crate) last_restart: Option<RestartReason>,
+    pub(crate) rss_bytes: Option<u64>,
+    /// When the worker's loop last turned ([`super::sys::monotonic_ms`]), once it is ready.
+    pub(crate) heartbeat_ms: Option<u64>,
 }
 
 /// What a reader needs besides the board: the pool's fixed shape.
@@ -169,16 +179,19 @@ impl StatsBoard {
     pub(crate) fn publish_master(&self, f: &MasterFacts) {
         let now = Instant::now();
         let started = mono_ns().saturating_sub(nanos(now.saturating_duration_since(f.started)));
-        write_area(
-            self.master_area(),
-            &[
-                u64::from(f.stopping),
-                f.queue_length as u64,
-                f.dispatched,
-                f.rejected,
-                started,
-            ],
-        );
+        let mut values = [0u64; MASTER_FIELDS];
+        values[..6].copy_from_slice(&[
+            u64::from(f.stopping),
+            f.queue_length as u64,
+            f.dispatched,
+            f.rejected,
+            started,
+            f.retiring_workers as u64,
+        ]);
+        for (v, (_, n)) in values[6..].iter_mut().zip(f.restarts_by_reason.iter()) {
+            *v = n;
+        }
+        write_area(self.master_area(), &values);
     }
 
     /// Publishes slot `slot` as the master sees it (in the master).
@@ -205,6 +218,11 @@ impl StatsBoard {
                 spawned,
                 f.connections,
                 f.requests,
+                f.last_restart
+                    .and_then(|r| RestartReason::ALL.iter().position(|x| *x == r))
+                    .map_or(0, |i| i as u64 + 1),
+                f.rss_bytes.unwrap_or(0),
+                f.heartbeat_ms.unwrap_or(0),
             ],
         );
     }
@@ -273,10 +291,11 @@ impl StatsBoard {
     pub(crate) fn pool_metrics(&self, shape: &PoolShape) -> PoolMetrics {
         let now = mono_ns();
         let since = |t: u64| Duration::from_nanos(now.saturating_sub(t));
-        let master: [u64; 5] = read_area(self.master_area());
+        let master: [u64; MASTER_FIELDS] = read_area(self.master_area());
+        let now_ms = super::sys::monotonic_ms();
         let workers = (0..self.slots)
             .map(|i| {
-                let v: [u64; 8] = self
+                let v: [u64; 11] = self
                     .slot_area(i)
                     .map(|a| read_area(&a[..WORKER_PART]))
                     .unwrap_or_default();
@@ -297,9 +316,12 @@ impl StatsBoard {
                     uptime,
                     weight: shape.weights.get(i).copied().unwrap_or(1),
                     server: self.server(i, uptime),
-                    last_restart: None,
-                    rss_bytes: None,
-                    heartbeat_age: None,
+                    last_restart: v[8]
+                        .checked_sub(1)
+                        .and_then(|i| RestartReason::ALL.get(i as usize).copied()),
+                    rss_bytes: (pid.is_some() && v[9] != 0).then_some(v[9]),
+                    heartbeat_age: (pid.is_some() && v[10] != 0)
+                        .then(|| Duration::from_millis(now_ms.saturating_sub(v[10]))),
                 }
             })
             .collect::<Vec<_>>();
@@ -319,8 +341,8 @@ impl StatsBoard {
                 since(master[4])
             },
             workers,
-            restarts_by_reason: Default::default(),
-            retiring_workers: 0,
+            restarts_by_reason: RestartCounts::from_counts(&master[6..]),
+            retiring_workers: usize::try_from(master[5]).unwrap_or(0),
         };
         m.rate_limited = m.workers_rate_limited();
         m
@@ -427,6 +449,8 @@ mod tests {
             dispatched: 10,
             rejected: 2,
             started,
+            restarts_by_reason: RestartCounts::from_counts(&[1, 0, 3]),
+            retiring_workers: 1,
         });
         board.publish_slot(
             1,
@@ -438,6 +462,9 @@ mod tests {
                 spawned_at: started,
                 connections: 5,
                 requests: 77,
+                last_restart: Some(RestartReason::Reload),
+                rss_bytes: Some(1 << 20),
+                heartbeat_ms: Some(super::super::sys::monotonic_ms()),
             },
         );
         let m = board.pool_metrics(&shape());
@@ -449,8 +476,20 @@ mod tests {
         assert_eq!((w.restarts, w.connections, w.requests), (2, 5, 77));
         assert_eq!(w.last_exit, Some(ExitReason::Signal(9)));
         assert!(w.uptime.is_some());
+        assert_eq!(w.last_restart, Some(RestartReason::Reload));
+        assert_eq!(w.rss_bytes, Some(1 << 20));
+        assert!(w.heartbeat_age.is_some_and(|a| a < Duration::from_secs(5)));
+        assert_eq!(m.retiring_workers, 1);
+        assert_eq!(
+            m.restarts_by_reason
+                .iter()
+                .map(|(_, n)| n)
+                .collect::<Vec<_>>(),
+            vec![1, 0, 3, 0, 0, 0]
+        );
         assert_eq!(m.workers[0].pid, None);
         assert_eq!(m.workers[0].state, WorkerState::Restarting);
+        assert_eq!(m.workers[0].last_restart, None);
         assert!(w.server.is_none());
     }
 
@@ -490,6 +529,8 @@ mod tests {
             dispatched: 1,
             rejected: 0,
             started: Instant::now(),
+            restarts_by_reason: RestartCounts::default(),
+            retiring_workers: 0,
         });
         assert_eq!(board.master_area()[0].load(Ordering::Relaxed), 8);
         let m = board.pool_metrics(&shape());

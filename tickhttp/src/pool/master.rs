@@ -2035,6 +2035,8 @@ impl<'a> Master<'a> {
             dispatched: self.dispatched,
             rejected: self.rejected,
             started: self.started,
+            restarts_by_reason: self.restart_counts,
+            retiring_workers: self.retiring.len(),
         });
         let board = self.board.as_deref();
         for (i, s) in self.slots.iter().enumerate() {
@@ -2048,6 +2050,10 @@ impl<'a> Master<'a> {
                     spawned_at: s.spawned_at,
                     connections: if s.pid.is_some() { s.load(board, i) } else { 0 },
                     requests: s.requests_before + s.requests,
+                    last_restart: s.last_restart,
+                    rss_bytes: s.pid.and(s.rss),
+                    heartbeat_ms: (s.pid.is_some() && s.state == WorkerState::Ready)
+                        .then(|| self.heartbeat(s)),
                 },
             );
         }

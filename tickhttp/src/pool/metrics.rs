@@ -130,6 +130,15 @@ impl RestartCounts {
         self.0[reason.index()] += 1;
     }
 
+    /// Counts in [`RestartReason::ALL`] order (missing ones are zero).
+    pub(crate) fn from_counts(counts: &[u64]) -> RestartCounts {
+        let mut c = RestartCounts::default();
+        for (slot, n) in c.0.iter_mut().zip(counts) {
+            *slot = *n;
+        }
+        c
+    }
+
     /// The count for `reason`.
     pub fn get(&self, reason: RestartReason) -> u64 {
         self.0[reason.index()]
