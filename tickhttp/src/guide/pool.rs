@@ -111,7 +111,14 @@
 //!   times within the window stops restarting and shows as `failed` in the metrics; `run`
 //!   returns an error once every slot has failed.
 //! - **Hung workers.** With [`worker_timeout`](crate::pool::PoolBuilder::worker_timeout), a
-//!   worker whose loop stops turning (no report for that long) is killed and restarted.
+//!   worker whose loop stops turning for that long is killed and replaced, after the master
+//!   logs the request it was stuck on and for how long. The heartbeat is a timestamp each
+//!   turn of the worker's `Server` loop stores in memory shared with the master: no message.
+//! - **Recycling.** [`max_requests`](crate::pool::PoolBuilder::max_requests) (with jitter, so
+//!   workers do not all recycle at once), [`max_rss`](crate::pool::PoolBuilder::max_rss) and
+//!   [`max_age`](crate::pool::PoolBuilder::max_age) replace a worker: its replacement starts
+//!   and reports ready first, then the old one drains, so capacity never drops and no request
+//!   is cut. Restarts are counted by reason in the metrics.
 //! - **Orphans.** Workers get `SIGTERM` if the master dies (parent-death signal) and drain.
 //!
 //! ## Signals
@@ -122,10 +129,25 @@
 //! |---|---|
 //! | `SIGTERM`, `SIGINT` | stop accepting; every worker drains (answers what it has, closes idle keep-alive connections) for up to [`shutdown_timeout`](crate::pool::PoolBuilder::shutdown_timeout); then `SIGKILL` for what is left; `run` returns `Ok` |
 //! | `SIGQUIT` | the same drain, with no kill deadline unless [`quit_timeout`](crate::pool::PoolBuilder::quit_timeout) is set |
+//! | `SIGHUP` | rolling reload, one slot at a time: start the replacement (with TLS certificates re-read), wait for its ready handshake, then drain the old worker; a replacement that fails leaves the old worker in place |
+//! | `SIGUSR2` | binary upgrade: exec the binary on disk with the same arguments, handing it the listening sockets; once all its workers are ready, this generation drains and exits. If the new master dies or is not ready in time, this one keeps serving |
+//! | `SIGTTIN`, `SIGTTOU` | add a worker; remove the newest (it drains) |
 //! | `SIGCHLD` | internal: a worker died; it is reaped and restarted |
 //!
 //! The master reads these from a `signalfd`, so no handler runs at an arbitrary point. Other
-//! signals keep their default action. An event-driven worker sees a stop through its
+//! signals keep their default action. Draining never races a client: a draining worker
+//! answers requests in flight with `Connection: close` and closes an idle keep-alive
+//! connection only after a second of quiet. In shared-socket mode all workers accept on one
+//! socket, so a retiring worker leaves the connections waiting in the accept queue to the
+//! others.
+//!
+//! [`PoolBuilder::on_event`](crate::pool::PoolBuilder::on_event) reports these moments to the
+//! application as [`PoolEvent`](crate::pool::PoolEvent)s (ready, reloading, reloaded,
+//! upgrade started, done or failed, stopping, and a heartbeat every
+//! [`heartbeat`](crate::pool::PoolBuilder::heartbeat) interval): the `tickhttp` binary turns
+//! them into systemd's `READY=1`, `RELOADING=1`, `STOPPING=1`, `WATCHDOG=1` and `MAINPID=`.
+//! [`PoolBuilder::listener`](crate::pool::PoolBuilder::listener) takes a socket bound by
+//! someone else, such as systemd's socket activation. An event-driven worker sees a stop through its
 //! `Server`: [`is_shutting_down`](crate::Server::is_shutting_down) turns true (stop taking new
 //! work), then [`is_running`](crate::Server::is_running) turns false once everything in flight
 //! was answered or the deadline passed.
@@ -136,8 +158,12 @@
 //!
 //! ## Observing the pool
 //!
-//! [`PoolBuilder::status_listen`](crate::pool::PoolBuilder::status_listen) serves the master's
-//! [`PoolMetrics`](crate::pool::PoolMetrics) (per worker: pid, state, connections, requests,
-//! restarts, last exit reason; queue length, dispatched and rejected connections) as JSON on
-//! `GET /` and Prometheus text on `GET /metrics`, from the master itself, so it answers even
-//! when every worker is busy. `run` returns the final metrics.
+//! The master and the workers share a stats board in memory: the master publishes each
+//! slot's state, pid, restarts, last exit, memory and heartbeat, the workers their server
+//! counters and latency histogram every half second. So any worker answers
+//! [`ServerConfig::admin_prefix`](crate::ServerConfig::admin_prefix)`/metrics` (Prometheus,
+//! per-worker series labelled `worker="N"`), `/status` (JSON), `/health` and `/ready` (503
+//! while draining) for the whole pool on the main listener, and
+//! [`PoolBuilder::status_listen`](crate::pool::PoolBuilder::status_listen) serves the same
+//! documents from the master itself, which answers even when every worker is busy. `run`
+//! returns the final [`PoolMetrics`](crate::pool::PoolMetrics).
