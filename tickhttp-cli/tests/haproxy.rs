@@ -1,5 +1,5 @@
 //! HAProxy on loopback in front of two `tickhttp serve --mode single` processes, with health
-//! checks on /health and `send-proxy-v2` to tickhttp's `--proxy-protocol-trusted`: both
+//! checks on /_tickhttp/ready and `send-proxy-v2` to tickhttp's `--proxy-protocol-trusted`: both
 //! backends answer /whoami, and the client's address (127.0.0.5, not HAProxy's 127.0.0.1)
 //! reaches tickhttp's access log. Skipped with a note when haproxy is not installed.
 
@@ -81,7 +81,7 @@ fn config(front: u16, backends: &[u16]) -> String {
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    \
          timeout server 10s\n    timeout check 2s\n\n\
          frontend fe\n    bind 127.0.0.1:{front}\n    default_backend tickhttp\n\n\
-         backend tickhttp\n    balance roundrobin\n    option httpchk GET /health\n    \
+         backend tickhttp\n    balance roundrobin\n    option httpchk GET /_tickhttp/ready\n    \
          http-check expect status 200\n"
     );
     for (i, port) in backends.iter().enumerate() {
@@ -192,7 +192,7 @@ fn haproxy_send_proxy_v2_to_two_single_processes() {
     );
 
     // The client address from the PROXY v2 header reaches each access log, and HAProxy's
-    // health checks reached /health.
+    // health checks reached /_tickhttp/ready.
     let deadline = Instant::now() + Duration::from_secs(5);
     for log in &logs {
         loop {
@@ -204,13 +204,13 @@ fn haproxy_send_proxy_v2_to_two_single_processes() {
             });
             let health = text
                 .lines()
-                .any(|l| l.contains("\"path\":\"/health\"") && l.contains("\"status\":200"));
+                .any(|l| l.contains("\"path\":\"/_tickhttp/ready\"") && l.contains("\"status\":200"));
             if whoami_from_client && health {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: no /whoami from {CLIENT_IP} or no /health check:\n{text}",
+                "{}: no /whoami from {CLIENT_IP} or no /_tickhttp/ready check:\n{text}",
                 log.display()
             );
             std::thread::sleep(Duration::from_millis(100));
