@@ -21,7 +21,7 @@ CONNS=${4:-64}
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk not found" >&2; exit 2; }
 cargo build --release -q -p tickhttp-cli
-BIN=target/release/tickhttp
+BIN=${CARGO_TARGET_DIR:-target}/release/tickhttp
 TMP=$(mktemp -d)
 SERVER_PID=
 WRK_PID=

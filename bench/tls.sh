@@ -11,6 +11,7 @@ PORT_PLAIN=${PORT_PLAIN:-18401}
 PORT_TLS=${PORT_TLS:-18402}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 [ "${BUILD:-1}" = 1 ] && cargo build --release -q -p tickhttp-cli
+BIN=${CARGO_TARGET_DIR:-target}/release/tickhttp
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
@@ -18,9 +19,13 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj /CN=localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
 pin() { if [ "$(nproc)" -ge 2 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
-pin 0 target/release/tickhttp serve --mode single --log warn --listen "127.0.0.1:$PORT_PLAIN" &
+# The servers start as simple commands (taskset execs the server), so that $! is the
+# server's own pid: its CPU time is read from /proc/$!/stat and cleanup kills it.
+server_pin=()
+if [ "$(nproc)" -ge 2 ]; then server_pin=(taskset -c 0); fi
+"${server_pin[@]}" "$BIN" serve --mode single --log warn --listen "127.0.0.1:$PORT_PLAIN" &
 pids+=($!)
-pin 0 target/release/tickhttp serve --mode single --log warn --listen "127.0.0.1:$PORT_TLS" \
+"${server_pin[@]}" "$BIN" serve --mode single --log warn --listen "127.0.0.1:$PORT_TLS" \
     --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" &
 pids+=($!)
 sleep 1

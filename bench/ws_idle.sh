@@ -26,8 +26,8 @@ BUILD=${BUILD:-1}
 if [ "$BUILD" != 0 ]; then
     cargo build --release -q -p tickhttp-cli -p tickhttp --bin tickhttp --example ws_idle_client
 fi
-server_bin=target/release/tickhttp
-client_bin=target/release/examples/ws_idle_client
+server_bin=${CARGO_TARGET_DIR:-target}/release/tickhttp
+client_bin=${CARGO_TARGET_DIR:-target}/release/examples/ws_idle_client
 
 # Both ends need a descriptor per connection.
 want=$((COUNT + 1024))
