@@ -88,6 +88,51 @@ pub fn may_be_complete(buf: &[u8], from: usize) -> bool {
 /// ambiguous or over a limit. The result does not depend on how the bytes were split across
 /// reads.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError> {
+    parse_head_cached(buf, limits, &mut HeadCache::default())
+}
+
+/// What the previous request of a connection sent, kept so that what a keep-alive client
+/// repeats (its `Host`, `User-Agent`, `Accept`... and often the same target) is not copied
+/// and validated again.
+///
+/// Only a head that parsed successfully fills it: a cached value passed every check a value
+/// of that header gets, so reusing it for the same bytes gives the same `Head`. A value is
+/// reused only for byte-identical input, compared at the same position in the header list.
+#[derive(Debug, Default)]
+pub(crate) struct HeadCache {
+    /// The origin-form target bytes and the `Uri` they parsed to.
+    target: Option<(Bytes, Uri)>,
+    /// The previous request's header fields, in order.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeadCache {
+    fn clear(&mut self) {
+        self.target = None;
+        self.headers.clear();
+    }
+}
+
+/// [`parse_head`], reusing the fields `cache` holds from the connection's previous request,
+/// and leaving this request's there for the next one.
+pub(crate) fn parse_head_cached(
+    buf: &[u8],
+    limits: &Limits,
+    cache: &mut HeadCache,
+) -> Result<Option<Head>, RequestError> {
+    let parsed = parse_head_inner(buf, limits, cache);
+    if parsed.is_err() {
+        // Entries written before the failure were never fully checked.
+        cache.clear();
+    }
+    parsed
+}
+
+fn parse_head_inner(
+    buf: &[u8],
+    limits: &Limits,
+    cache: &mut HeadCache,
+) -> Result<Option<Head>, RequestError> {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let n = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
@@ -124,16 +169,19 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         _ => return Err(RequestError::UnsupportedVersion),
     };
 
-    // One copy of the head; header values and the target become views into it, so a request
-    // costs one allocation for its head instead of one per header.
-    let shared = Bytes::copy_from_slice(&buf[..head_len]);
+    // At most one copy of the head, made on the first field the cache does not hold; header
+    // values and the target become views into it, so a request costs one allocation for its
+    // head instead of one per header.
+    let mut shared: Option<Bytes> = None;
     let base = buf.as_ptr() as usize;
-    let view = |s: &[u8]| {
+    let mut view = |s: &[u8]| {
+        let shared = shared.get_or_insert_with(|| Bytes::copy_from_slice(&buf[..head_len]));
         let start = s.as_ptr() as usize - base;
         shared.slice(start..start + s.len())
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut host: Option<&[u8]> = None;
+    let mut host_checked = false;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
     let mut close = false;
@@ -141,15 +189,43 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
     let mut upgrade_token = false;
     let mut expect_continue = false;
     let mut upgrade_header = false;
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| RequestError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(view(h.value))
-            .map_err(|_| RequestError::Malformed("invalid header value"))?;
+    for (i, h) in req.headers.iter().enumerate() {
+        // The same field as at this position in the previous request: its name and value were
+        // validated then (header names are case-insensitive, and `HeaderName` stores them
+        // lowercased, so a name equal but for case parses to the same `HeaderName`).
+        let cached = cache
+            .headers
+            .get(i)
+            .filter(|(name, value)| {
+                value.as_bytes() == h.value
+                    && name
+                        .as_str()
+                        .as_bytes()
+                        .eq_ignore_ascii_case(h.name.as_bytes())
+            })
+            .cloned();
+        let hit = cached.is_some();
+        let (name, value) = match cached {
+            Some(entry) => entry,
+            None => {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| RequestError::Malformed("invalid header name"))?;
+                let value = HeaderValue::from_maybe_shared(view(h.value))
+                    .map_err(|_| RequestError::Malformed("invalid header value"))?;
+                let entry = (name.clone(), value.clone());
+                match cache.headers.get_mut(i) {
+                    Some(slot) => *slot = entry,
+                    None => cache.headers.push(entry),
+                }
+                (name, value)
+            }
+        };
         if name == header::HOST {
             if host.replace(h.value).is_some() {
                 return Err(RequestError::Malformed("more than one Host header"));
             }
+            // The previous request's Host passed `is_valid_host` below.
+            host_checked = hit;
         } else if name == header::CONTENT_LENGTH {
             if content_length.is_some() {
                 return Err(RequestError::Malformed("more than one Content-Length"));
@@ -182,13 +258,24 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
         }
         headers.append(name, value);
     }
+    cache.headers.truncate(req.headers.len());
 
-    let uri = parse_target(&method, view(target.as_bytes()), host)?;
+    // An origin-form target depends on its bytes alone: the same bytes as last time give the
+    // same `Uri`.
+    let uri = match &cache.target {
+        Some((raw, uri)) if raw[..] == *target.as_bytes() => uri.clone(),
+        _ => {
+            let raw = view(target.as_bytes());
+            let uri = parse_target(&method, raw.clone(), host)?;
+            cache.target = raw.starts_with(b"/").then(|| (raw, uri.clone()));
+            uri
+        }
+    };
     if version == Version::HTTP_11 && host.is_none() {
         return Err(RequestError::Malformed("HTTP/1.1 request without Host"));
     }
     if let Some(h) = host {
-        if !h.is_empty() && !is_valid_host(h) {
+        if !host_checked && !h.is_empty() && !is_valid_host(h) {
             return Err(RequestError::Malformed("invalid Host header"));
         }
     }
@@ -288,10 +375,22 @@ fn is_valid_host(h: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        match memchr::memrchr(b':', h) {
-            Some(i) => (&h[..i], &h[i + 1..]),
-            None => (h, &h[..0]),
+        // One pass instead of a reverse search and then a scan: with at most one ':' (a reg-name
+        // or IPv4 address has none), what follows it must be the port's digits.
+        let mut colon = None;
+        for (i, &b) in h.iter().enumerate() {
+            if b == b':' {
+                if colon.replace(i).is_some() {
+                    return false;
+                }
+            } else if !HOST_CHARS[usize::from(b)] {
+                return false;
+            }
         }
+        return colon.is_none_or(|i| {
+            let port = &h[i + 1..];
+            port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+        });
     };
     let host_ok = host.iter().all(|&b| HOST_CHARS[usize::from(b)]);
     let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
@@ -656,6 +755,54 @@ mod tests {
         assert!(may_be_complete(b"GET / HTTP/1.1\nHost: a\n\n", 23));
     }
 
+    fn same_head(a: &Head, b: &Head) -> bool {
+        a.method == b.method
+            && a.uri == b.uri
+            && a.version == b.version
+            && a.headers == b.headers
+            && a.framing == b.framing
+            && a.keep_alive == b.keep_alive
+            && a.expect_continue == b.expect_continue
+            && a.upgrade == b.upgrade
+            && a.upgrade_header == b.upgrade_header
+            && a.head_len == b.head_len
+    }
+
+    #[test]
+    fn cached_fields_give_the_same_heads() {
+        let heads = [
+            "GET /a HTTP/1.1\r\nHost: x:80\r\nAccept: */*\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: x:80\r\nAccept: */*\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHOST: x:80\r\naccept: */*\r\n\r\n",
+            "GET /b?q HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            // The cached Host is not reused for a value that differs, nor at another position.
+            "GET /b?q HTTP/1.1\r\nHost: x y\r\n\r\n",
+            "GET /b?q HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            "GET /b?q HTTP/1.1\r\nX: x:80\r\nHost: x:80\r\nHost: x:80\r\n\r\n",
+            "GET /b?q HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            "GET /b?q HTTP/1.1\r\nHost: x:80\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST /b?q HTTP/1.1\r\nHost: x:80\r\nContent-Length: 1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            "GET http://x:80/b HTTP/1.1\r\nHost: x:80\r\n\r\n",
+            "GET http://x:80/b HTTP/1.1\r\nHost: y\r\n\r\n",
+            "GET /b#f HTTP/1.1\r\nHost: y\r\n\r\n",
+            "GET /b#f HTTP/1.1\r\nHost: y\r\n\r\n",
+            "GET /b#f HTTP/1.1\r\n\r\n",
+        ];
+        let limits = Limits::default();
+        let mut cache = HeadCache::default();
+        for head in heads {
+            let cached = parse_head_cached(head.as_bytes(), &limits, &mut cache);
+            let fresh = parse_head(head.as_bytes(), &limits);
+            match (&cached, &fresh) {
+                (Ok(Some(a)), Ok(Some(b))) => assert!(same_head(a, b), "{head:?}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{head:?}"),
+                _ => panic!("{head:?}: {cached:?} vs {fresh:?}"),
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Feeding a head in two pieces (as a server does when the first read was partial)
         /// gives the same head as feeding it whole.
@@ -683,6 +830,44 @@ mod tests {
             proptest::prop_assert_eq!(whole.uri.path(), if path.is_empty() { "/" } else { path.as_str() });
             proptest::prop_assert_eq!(whole.framing, if body_len == 0 { Framing::None } else { Framing::Length(body_len) });
             proptest::prop_assert_eq!(whole.headers.len(), headers.len() + 2);
+        }
+
+        /// A connection's requests parse to the same heads with the cache of the previous
+        /// request's fields as without it.
+        #[test]
+        fn the_cache_does_not_change_a_head(
+            heads in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["/", "/a", "/a?b", "*", "http://h/x", "/a#f"]),
+                    proptest::collection::vec(
+                        proptest::sample::select(vec![
+                            "Host: h", "host: h", "Host: h:1", "Host: h h", "Accept: */*",
+                            "Content-Length: 3", "Transfer-Encoding: chunked", "Connection: close",
+                            "X: \u{1}", "Expect: 100-continue", "Upgrade: websocket",
+                        ]),
+                        0..5,
+                    ),
+                ),
+                1..8,
+            ),
+        ) {
+            let limits = Limits::default();
+            let mut cache = HeadCache::default();
+            for (target, fields) in heads {
+                let mut wire = format!("GET {target} HTTP/1.1\r\n");
+                for f in fields {
+                    wire.push_str(f);
+                    wire.push_str("\r\n");
+                }
+                wire.push_str("\r\n");
+                let cached = parse_head_cached(wire.as_bytes(), &limits, &mut cache);
+                let fresh = parse_head(wire.as_bytes(), &limits);
+                match (&cached, &fresh) {
+                    (Ok(Some(a)), Ok(Some(b))) => proptest::prop_assert!(same_head(a, b)),
+                    (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                    _ => proptest::prop_assert!(false, "{:?}: {:?} vs {:?}", wire, cached, fresh),
+                }
+            }
         }
     }
 }

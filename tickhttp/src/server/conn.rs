@@ -12,6 +12,7 @@ use http::Version;
 use mio::net::TcpStream;
 
 use crate::body::StreamShared;
+use crate::proto::head::HeadCache;
 use crate::proto::{ChunkedDecoder, Head};
 use crate::task::Response;
 
@@ -169,6 +170,8 @@ pub(crate) struct Conn {
     pub(crate) input: InBuf,
     /// How far into `input.data()` the blank-line search has looked.
     pub(crate) head_scanned: usize,
+    /// The previous request's target and header fields, reused when the next one repeats them.
+    pub(crate) head_cache: HeadCache,
     pub(crate) head_started: Option<Instant>,
     pub(crate) phase: Phase,
     pub(crate) slots: VecDeque<Slot>,
@@ -208,6 +211,7 @@ impl Conn {
             peer,
             input: InBuf::new(),
             head_scanned: 0,
+            head_cache: HeadCache::default(),
             head_started: None,
             phase: Phase::Head,
             slots: VecDeque::new(),

@@ -23,7 +23,7 @@ use slab::Slab;
 use crate::body::{Body, RequestBody};
 use crate::config::{defaults, ServerConfig};
 use crate::error::{Error, RequestError};
-use crate::proto::head::may_be_complete;
+use crate::proto::head::{may_be_complete, parse_head_cached};
 use crate::proto::response::{self, HeadParams, ResponseFraming};
 use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
 use crate::request::{ConnectionMeta, Request, RequestId};
@@ -1511,7 +1511,13 @@ impl Server {
                             }
                         }
                     }
-                    if !may_be_complete(data, c.head_scanned) {
+                    // The first look at a head parses it at once: behind a pipelined request
+                    // the next head is usually complete already, and parsing an incomplete one
+                    // costs no more than the blank-line search. Later looks (a head arriving in
+                    // pieces) search only the new bytes for a blank line first, so a slow
+                    // client's head is not parsed again on every read.
+                    let first_look = c.head_scanned == 0;
+                    if !first_look && !may_be_complete(data, c.head_scanned) {
                         c.head_scanned = data.len();
                         if data.len() > self.limits.max_head_size {
                             let err = match parse_head(data, &self.limits) {
@@ -1522,8 +1528,18 @@ impl Server {
                         }
                         return;
                     }
-                    match parse_head(data, &self.limits) {
+                    match parse_head_cached(data, &self.limits, &mut c.head_cache) {
                         Ok(None) => {
+                            c.head_scanned = data.len();
+                            return;
+                        }
+                        // As without the shortcut: a malformed head is answered once its blank
+                        // line arrives or it outgrows the limit, not from a partial read.
+                        Err(_)
+                            if first_look
+                                && data.len() <= self.limits.max_head_size
+                                && !may_be_complete(data, 0) =>
+                        {
                             c.head_scanned = data.len();
                             return;
                         }
@@ -1902,6 +1918,7 @@ impl Server {
                         headers: Box::new(up.headers),
                     });
                     c.input.shrink_if_idle_to_zero();
+                    c.head_cache = Default::default();
                     upgraded = true;
                     break;
                 }
