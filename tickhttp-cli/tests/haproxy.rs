@@ -202,9 +202,9 @@ fn haproxy_send_proxy_v2_to_two_single_processes() {
                     && l.contains("\"path\":\"/whoami\"")
                     && l.contains(&format!("\"peer\":\"{CLIENT_IP}:"))
             });
-            let health = text
-                .lines()
-                .any(|l| l.contains("\"path\":\"/_tickhttp/ready\"") && l.contains("\"status\":200"));
+            let health = text.lines().any(|l| {
+                l.contains("\"path\":\"/_tickhttp/ready\"") && l.contains("\"status\":200")
+            });
             if whoami_from_client && health {
                 break;
             }

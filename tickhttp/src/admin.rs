@@ -348,10 +348,22 @@ impl Collector for Exposition {
                 let labels = labels(w);
                 let mut f = metric.encode_family(&labels)?;
                 let h = &m.request_duration;
+                // The encoder sums what it is given, so it gets each bucket's own count
+                // (ours are cumulative), ending with `+Inf`.
+                let mut below = 0;
+                let buckets: Vec<(f64, u64)> = h
+                    .cumulative()
+                    .into_iter()
+                    .map(|(bound, cumulative)| {
+                        let own = cumulative.saturating_sub(below);
+                        below = below.max(cumulative);
+                        (bound, own)
+                    })
+                    .collect();
                 f.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                     h.sum_seconds,
                     h.count,
-                    &h.cumulative()[..h.buckets.len()],
+                    &buckets,
                     None,
                 )?;
             }
@@ -519,6 +531,32 @@ mod tests {
         assert_eq!(route("/_t", "/_t/other"), None);
         assert_eq!(route("/_t", "/metrics"), None);
         assert_eq!(route("", "/status"), Some(Endpoint::Status));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_once() {
+        let mut m = crate::server::metrics_from_parts(std::time::Duration::ZERO);
+        // 3 requests at most 1 ms, 1 more at most 5 ms, 1 past the last bound.
+        let mut buckets = [4u64; crate::server::DURATION_BUCKETS.len()];
+        buckets[0] = 3;
+        m.request_duration = crate::server::DurationHistogram::from_parts(buckets, 5, 20.5);
+        let text = render_prometheus(&[(Some(1), &m)], None);
+        let value = |le: &str| {
+            let series =
+                format!("tickhttp_request_duration_seconds_bucket{{worker=\"1\",le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .to_string()
+        };
+        assert_eq!(value("0.001"), "3");
+        assert_eq!(value("0.005"), "4");
+        assert_eq!(value("10"), "4");
+        assert_eq!(value("+Inf"), "5");
+        assert!(
+            text.contains("tickhttp_request_duration_seconds_count{worker=\"1\"} 5"),
+            "{text}"
+        );
     }
 
     #[test]
