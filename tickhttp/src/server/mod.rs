@@ -24,7 +24,7 @@ use crate::body::{Body, RequestBody};
 use crate::config::{defaults, ServerConfig};
 use crate::error::{Error, RequestError};
 use crate::proto::head::{may_be_complete, parse_head_cached};
-use crate::proto::response::{self, HeadParams, ResponseFraming};
+use crate::proto::response::{self, ResponseFraming};
 use crate::proto::{date::DateCache, parse_head, ChunkedDecoder, Framing, Head};
 use crate::request::{ConnectionMeta, Request, RequestId};
 use crate::task::{Hub, Notify, Responder, TaskId, Tasks, Timer};
@@ -162,7 +162,6 @@ pub struct Server {
     accept_again: bool,
     accept_paused_until: Option<Instant>,
     emfile_logged: bool,
-    server_name: Option<Bytes>,
     tls: Option<Arc<rustls::ServerConfig>>,
     conn_observer: Option<Box<dyn FnMut(usize)>>,
     activity_observer: Option<ActivityObserver>,
@@ -184,6 +183,7 @@ impl Server {
         let waker = mio::Waker::new(poll.registry(), WAKER)
             .map_err(|e| Error::io("creating the loop waker", e))?;
         let now = Instant::now();
+        let date = DateCache::with_server(config.server_name.as_deref().map(str::as_bytes));
         Ok(Server {
             limits: config.limits(),
             tls: config.tls.as_ref().map(|t| t.rustls_config()),
@@ -195,7 +195,6 @@ impl Server {
             ws_routes: Vec::new(),
             ws_events: VecDeque::new(),
             rooms: ws::Rooms::default(),
-            server_name: config.server_name.clone().map(Bytes::from),
             config,
             poll,
             events: Events::with_capacity(1024),
@@ -209,7 +208,7 @@ impl Server {
             timers: BinaryHeap::new(),
             tasks: Tasks::default(),
             sources: Slab::new(),
-            date: DateCache::default(),
+            date,
             metrics: MetricsState::new(now),
             mode: ServerMode::Standalone,
             worker_id: None,
@@ -1893,15 +1892,7 @@ impl Server {
                     log_access(&slot, &access, c.peer, self.worker_id);
                 }
                 if let Some(up) = slot.upgrade.take() {
-                    encode_response(
-                        c,
-                        key,
-                        slot,
-                        &self.hub,
-                        self.date.value(),
-                        self.server_name.as_deref(),
-                        false,
-                    );
+                    encode_response(c, key, &mut slot, &self.hub, &self.date, false);
                     let id = WsId {
                         conn: key as u32,
                         gen: c.gen,
@@ -1925,10 +1916,9 @@ impl Server {
                 let close = encode_response(
                     c,
                     key,
-                    slot,
+                    &mut slot,
                     &self.hub,
-                    self.date.value(),
-                    self.server_name.as_deref(),
+                    &self.date,
                     self.draining.is_some(),
                 );
                 if c.tls.is_none() && matches!(c.active, Some(Active::File { .. })) {
@@ -2368,27 +2358,21 @@ fn log_access(slot: &Slot, access: &(http::Method, String), peer: SocketAddr, wo
 }
 
 /// Encodes one response into the connection's output; returns whether the connection must
-/// close after it.
+/// close after it. The response stays in `slot` (its body taken), which saves moving it.
 fn encode_response(
     c: &mut Conn,
     key: usize,
-    slot: Slot,
+    slot: &mut Slot,
     hub: &Arc<Hub>,
-    date: &[u8],
-    server_name: Option<&[u8]>,
+    date: &DateCache,
     draining: bool,
 ) -> bool {
-    let Some(resp) = slot.response else {
+    let Some(resp) = slot.response.as_mut() else {
         return false;
     };
-    let (parts, body) = resp.into_parts();
-    // A linear scan: responses carry few headers, and it avoids hashing.
-    let app_close = parts.headers.iter().any(|(name, v)| {
-        name == header::CONNECTION
-            && crate::proto::head::list_tokens(v.as_bytes())
-                .any(|t| t.eq_ignore_ascii_case(b"close"))
-    });
-    let no_body = response::status_has_no_body(parts.status);
+    let body = std::mem::take(resp.body_mut());
+    let status = resp.status();
+    let no_body = response::status_has_no_body(status);
     let framing = if no_body {
         ResponseFraming::NoBody
     } else {
@@ -2401,19 +2385,21 @@ fn encode_response(
     let head_only = slot.head_request || no_body;
     let until_close = framing == ResponseFraming::UntilClose && !head_only;
     let last_in_drain = draining && c.slots.is_empty();
-    let close = !slot.keep_alive || app_close || until_close || last_in_drain;
-    let params = HeadParams {
+    // The app's own `Connection: close` is found by the encoder, while it copies the headers.
+    let close = !slot.keep_alive || until_close || last_in_drain;
+    let close = response::encode_server_head(
+        &mut c.out,
+        status,
+        resp.headers(),
         date,
-        server: server_name,
-        close,
-        keep_alive_10: !close && slot.version == Version::HTTP_10,
-        framing: if slot.head_request && framing == ResponseFraming::Chunked {
+        if slot.head_request && framing == ResponseFraming::Chunked {
             ResponseFraming::UntilClose
         } else {
             framing
         },
-    };
-    response::encode_head(&mut c.out, parts.status, &parts.headers, &params);
+        close,
+        slot.version == Version::HTTP_10,
+    );
     match body {
         Body::Empty => {}
         Body::Bytes(b) => {
