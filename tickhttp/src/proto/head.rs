@@ -102,8 +102,16 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestEr
 pub(crate) struct HeadCache {
     /// The origin-form target bytes and the `Uri` they parsed to.
     target: Option<(Bytes, Uri)>,
-    /// The previous request's header fields, in order.
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The previous request's header fields, in order, each with its line as sent (name to
+    /// end of value).
+    headers: Vec<CachedField>,
+}
+
+#[derive(Debug)]
+struct CachedField {
+    line: Bytes,
+    name: HeaderName,
+    value: HeaderValue,
 }
 
 impl HeadCache {
@@ -193,26 +201,32 @@ fn parse_head_inner(
         // The same field as at this position in the previous request: its name and value were
         // validated then (header names are case-insensitive, and `HeaderName` stores them
         // lowercased, so a name equal but for case parses to the same `HeaderName`).
-        let cached = cache
-            .headers
-            .get(i)
-            .filter(|(name, value)| {
-                value.as_bytes() == h.value
-                    && name
-                        .as_str()
-                        .as_bytes()
-                        .eq_ignore_ascii_case(h.name.as_bytes())
-            })
-            .cloned();
+        // The whole line, name to end of value, as it sits in `buf` (checked slicing, though
+        // httparse's slices always point into `buf`).
+        let line_start = (h.name.as_ptr() as usize).checked_sub(base);
+        let line_end = (h.value.as_ptr() as usize + h.value.len()).checked_sub(base);
+        let line = line_start
+            .zip(line_end)
+            .and_then(|(start, end)| buf.get(start..end));
+        // The same line as at this position in the previous request: its name and value were
+        // validated then, and one comparison of the line checks both.
+        let cached = match (cache.headers.get(i), line) {
+            (Some(f), Some(line)) if f.line[..] == *line => Some(f),
+            _ => None,
+        };
         let hit = cached.is_some();
         let (name, value) = match cached {
-            Some(entry) => entry,
+            Some(f) => (f.name.clone(), f.value.clone()),
             None => {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| RequestError::Malformed("invalid header name"))?;
                 let value = HeaderValue::from_maybe_shared(view(h.value))
                     .map_err(|_| RequestError::Malformed("invalid header value"))?;
-                let entry = (name.clone(), value.clone());
+                let entry = CachedField {
+                    line: line.map(&mut view).unwrap_or_default(),
+                    name: name.clone(),
+                    value: value.clone(),
+                };
                 match cache.headers.get_mut(i) {
                     Some(slot) => *slot = entry,
                     None => cache.headers.push(entry),
