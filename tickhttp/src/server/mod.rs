@@ -422,7 +422,11 @@ impl Server {
         // Timed with the loop's clock (read once per pass, when the poll returns) rather than
         // a clock read per response: a response given in the pass that received its request
         // counts as immediate, and a later one is timed to the pass it was given in.
-        let took = self.now.saturating_duration_since(slot.received);
+        let took = if slot.received == self.now {
+            Duration::ZERO // the usual case, without the subtraction's cost
+        } else {
+            self.now.saturating_duration_since(slot.received)
+        };
         self.metrics.record_response(response.status(), took);
         slot.response = Some(response);
         if idx == 0 && !conn.dirty {
