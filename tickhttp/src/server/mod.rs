@@ -1677,7 +1677,14 @@ impl Server {
     fn complete(&mut self, key: usize, head: Head, body: RequestBody) {
         // The admin endpoints come first: probes are never rate-limited nor queued.
         if let Some(prefix) = &self.config.admin_prefix {
-            if let Some(endpoint) = crate::admin::route(prefix, head.uri.path()) {
+            // A path under the prefix has the prefix's second byte (its first is always '/'):
+            // most paths already differ there, which is cheaper to check than the whole prefix.
+            let path = head.uri.path();
+            let may_match = prefix.len() < 2 || path.as_bytes().get(1) == prefix.as_bytes().get(1);
+            if let Some(endpoint) = may_match
+                .then(|| crate::admin::route(prefix, path))
+                .flatten()
+            {
                 let resp = if matches!(head.method, http::Method::GET | http::Method::HEAD) {
                     self.admin_reply(endpoint).into_response()
                 } else {
