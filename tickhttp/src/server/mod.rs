@@ -1208,10 +1208,10 @@ impl Server {
                     self.mark_dirty(key);
                 }
             }
+            // The second pass applies what the tasks run in the first handed over; when the
+            // first woke none there is nothing new to wait for (anything another thread hands
+            // over meanwhile wakes the poll, and the next turn applies it).
             if woken.is_empty() {
-                if round == 0 {
-                    continue;
-                }
                 break;
             }
             self.tasks.run(woken);
