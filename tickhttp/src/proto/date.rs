@@ -1,6 +1,6 @@
 //! The `Date` header value, formatted once per second instead of once per response.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `Date: ` plus an IMF-fixdate plus CRLF.
 const DATE_LINE_LEN: usize = 6 + 29 + 2;
@@ -15,6 +15,8 @@ pub struct DateCache {
     lines: Vec<u8>,
     /// Where the `Date` line starts in `lines`.
     date_at: usize,
+    /// When, by the monotonic clock, the wall-clock second after the rendered one begins.
+    next_second: Option<Instant>,
 }
 
 impl Default for DateCache {
@@ -41,6 +43,7 @@ impl DateCache {
             value: [b' '; 29],
             lines,
             date_at,
+            next_second: None,
         };
         cache.refresh();
         cache
@@ -48,7 +51,10 @@ impl DateCache {
 
     /// Re-renders the value if the wall-clock second has changed. Called once per loop pass.
     pub fn refresh(&mut self) {
-        let now = SystemTime::now();
+        self.refresh_from(SystemTime::now());
+    }
+
+    fn refresh_from(&mut self, now: SystemTime) {
         let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if second != self.second {
             self.second = second;
@@ -60,6 +66,22 @@ impl DateCache {
                 self.lines[at..at + 29].copy_from_slice(bytes);
             }
         }
+    }
+
+    /// [`refresh`](DateCache::refresh) for a loop that already read the monotonic clock
+    /// (`now`): the wall clock is read only once the next second is due, instead of on every
+    /// pass. A wall-clock step is picked up at the next second boundary.
+    pub fn refresh_at(&mut self, now: Instant) {
+        if self.next_second.is_some_and(|next| now < next) {
+            return;
+        }
+        let wall = SystemTime::now();
+        self.refresh_from(wall);
+        let into_second = wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let left = Duration::from_nanos(u64::from(1_000_000_000 - into_second.min(999_999_999)));
+        self.next_second = Some(now + left);
     }
 
     /// The current `Date` value, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -100,5 +122,22 @@ mod tests {
         let d = DateCache::default();
         assert_eq!(d.server_line(), b"");
         assert_eq!(d.lines(), d.date_line());
+    }
+
+    #[test]
+    fn refresh_at_rereads_the_wall_clock_once_the_second_is_over() {
+        let start = Instant::now();
+        let mut d = DateCache::default();
+        d.refresh_at(start);
+        let next = d.next_second.unwrap();
+        assert!(next > start && next <= start + Duration::from_secs(1));
+        // Within the second: the wall clock is not read.
+        d.second = 0;
+        d.refresh_at(next - Duration::from_nanos(1));
+        assert_eq!(d.second, 0);
+        // At the boundary it is.
+        d.refresh_at(next);
+        assert_ne!(d.second, 0);
+        assert!(d.next_second.unwrap() > next);
     }
 }

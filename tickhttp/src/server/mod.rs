@@ -1109,7 +1109,7 @@ impl Server {
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let polled = self.poll.poll(&mut events, timeout);
         self.now = Instant::now();
-        self.date.refresh();
+        self.date.refresh_at(self.now);
         if let Some(observer) = self.activity_observer.as_mut() {
             observer(LoopActivity::Turn);
         }
