@@ -170,8 +170,9 @@ pub(crate) struct Conn {
     pub(crate) input: InBuf,
     /// How far into `input.data()` the blank-line search has looked.
     pub(crate) head_scanned: usize,
-    /// The previous request's target and header fields, reused when the next one repeats them.
-    pub(crate) head_cache: HeadCache,
+    /// The previous request's target and header fields, reused when the next one repeats them
+    /// (boxed: an upgraded or idle connection keeps only the pointer).
+    pub(crate) head_cache: Option<Box<HeadCache>>,
     pub(crate) head_started: Option<Instant>,
     pub(crate) phase: Phase,
     pub(crate) slots: VecDeque<Slot>,
@@ -211,7 +212,7 @@ impl Conn {
             peer,
             input: InBuf::new(),
             head_scanned: 0,
-            head_cache: HeadCache::default(),
+            head_cache: None,
             head_started: None,
             phase: Phase::Head,
             slots: VecDeque::new(),

@@ -1537,7 +1537,8 @@ impl Server {
                         }
                         return;
                     }
-                    match parse_head_cached(data, &self.limits, &mut c.head_cache) {
+                    let cache = c.head_cache.get_or_insert_with(Box::default);
+                    match parse_head_cached(data, &self.limits, cache) {
                         Ok(None) => {
                             c.head_scanned = data.len();
                             return;
@@ -1926,7 +1927,7 @@ impl Server {
                         headers: Box::new(up.headers),
                     });
                     c.input.shrink_if_idle_to_zero();
-                    c.head_cache = Default::default();
+                    c.head_cache = None;
                     upgraded = true;
                     break;
                 }
