@@ -30,6 +30,7 @@ use super::metrics::{
     ExitReason, PoolMetrics, RestartCounts, RestartReason, WorkerMetrics, WorkerState,
 };
 use super::shm::SharedWords;
+use super::sys::monotonic_ns;
 use super::{Architecture, BalancerKind};
 use crate::admin::{AdminContext, Endpoint, Reply};
 use crate::error::Error;
@@ -47,16 +48,6 @@ const BUCKETS: usize = DURATION_BUCKETS.len();
 
 /// Readers retry a torn read this many times before taking the fields as they are.
 const READ_RETRIES: usize = 64;
-
-/// Nanoseconds on the monotonic clock, which every process of the machine shares.
-fn mono_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| {
-            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(t.tv_nsec()).unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
 
 fn write_area(area: &[AtomicU64], values: &[u64]) {
     let Some((seq, fields)) = area.split_first() else {
@@ -178,7 +169,8 @@ impl StatsBoard {
     /// Publishes the master's figures (in the master).
     pub(crate) fn publish_master(&self, f: &MasterFacts) {
         let now = Instant::now();
-        let started = mono_ns().saturating_sub(nanos(now.saturating_duration_since(f.started)));
+        let started =
+            monotonic_ns().saturating_sub(nanos(now.saturating_duration_since(f.started)));
         let mut values = [0u64; MASTER_FIELDS];
         values[..6].copy_from_slice(&[
             u64::from(f.stopping),
@@ -199,7 +191,7 @@ impl StatsBoard {
         let Some(area) = self.slot_area(slot) else {
             return;
         };
-        let spawned = mono_ns().saturating_sub(nanos(
+        let spawned = monotonic_ns().saturating_sub(nanos(
             Instant::now().saturating_duration_since(f.spawned_at),
         ));
         let (exit_kind, exit_value) = match f.last_exit {
@@ -289,7 +281,7 @@ impl StatsBoard {
 
     /// The whole pool as published (in any process).
     pub(crate) fn pool_metrics(&self, shape: &PoolShape) -> PoolMetrics {
-        let now = mono_ns();
+        let now = monotonic_ns();
         let since = |t: u64| Duration::from_nanos(now.saturating_sub(t));
         let master: [u64; MASTER_FIELDS] = read_area(self.master_area());
         let now_ms = super::sys::monotonic_ms();

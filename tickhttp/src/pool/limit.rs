@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::shm::SharedWords;
+use super::sys::monotonic_ns;
 use crate::ratelimit::{RateLimitConfig, SharedGcra};
 
 /// Client addresses the table tracks at once.
@@ -37,16 +38,6 @@ pub(crate) struct SharedLimits {
     hasher: RandomState,
     period_ns: u64,
     tolerance_ns: u64,
-}
-
-/// Nanoseconds on the monotonic clock, which every process of the machine shares.
-fn mono_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| {
-            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(t.tv_nsec()).unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
 
 impl SharedLimits {
@@ -121,7 +112,7 @@ impl SharedLimits {
 
 impl SharedGcra for SharedLimits {
     fn check(&self, addr: IpAddr) -> Result<(), Duration> {
-        let now = mono_ns();
+        let now = monotonic_ns();
         let key = self.key(addr);
         let i = self.find_or_claim(key, now);
         let tat = self.entry(i).1;
@@ -144,7 +135,7 @@ impl SharedGcra for SharedLimits {
     }
 
     fn tracked(&self) -> usize {
-        let now = mono_ns();
+        let now = monotonic_ns();
         (0..ENTRIES)
             .filter(|&i| {
                 let (k, tat) = self.entry(i);

@@ -178,6 +178,37 @@ struct Retiring {
 }
 
 impl Slot {
+    /// An empty slot at `index` (worker id `index + 1`) that publishes on board `line`.
+    fn new(index: usize, weight: u32, line: usize, now: Instant) -> Slot {
+        Slot {
+            id: index as u32 + 1,
+            weight,
+            state: WorkerState::Restarting,
+            pid: None,
+            control: None,
+            generation: 0,
+            spawned_at: now,
+            open: 0,
+            dispatched: 0,
+            requests: 0,
+            requests_before: 0,
+            restarts: 0,
+            last_exit: None,
+            deaths: VecDeque::new(),
+            restart_at: None,
+            blocked: false,
+            line,
+            ready_ms: 0,
+            request_limit: None,
+            age_limit: None,
+            rss: None,
+            next: None,
+            kill_reason: None,
+            last_restart: None,
+            recycle_hold: None,
+        }
+    }
+
     /// Open connections: the worker's live figure from the board plus (in centralized mode)
     /// the connections sent that it has not picked up yet, so the count is exact even
     /// between the worker's loop turns.
@@ -432,33 +463,7 @@ impl<'a> Master<'a> {
         };
         let now = Instant::now();
         let slots = (0..cfg.workers)
-            .map(|i| Slot {
-                id: i as u32 + 1,
-                weight: cfg.weights.get(i).copied().unwrap_or(1),
-                state: WorkerState::Restarting,
-                pid: None,
-                control: None,
-                generation: 0,
-                spawned_at: now,
-                open: 0,
-                dispatched: 0,
-                requests: 0,
-                requests_before: 0,
-                restarts: 0,
-                last_exit: None,
-                deaths: VecDeque::new(),
-                restart_at: None,
-                blocked: false,
-                line: i,
-                ready_ms: 0,
-                request_limit: None,
-                age_limit: None,
-                rss: None,
-                next: None,
-                kill_reason: None,
-                last_restart: None,
-                recycle_hold: None,
-            })
+            .map(|i| Slot::new(i, cfg.weights.get(i).copied().unwrap_or(1), i, now))
             .collect();
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -1324,33 +1329,7 @@ impl<'a> Master<'a> {
         };
         let i = self.slots.len();
         let now = Instant::now();
-        self.slots.push(Slot {
-            id: i as u32 + 1,
-            weight: 1,
-            state: WorkerState::Restarting,
-            pid: None,
-            control: None,
-            generation: 0,
-            spawned_at: now,
-            open: 0,
-            dispatched: 0,
-            requests: 0,
-            requests_before: 0,
-            restarts: 0,
-            last_exit: None,
-            deaths: VecDeque::new(),
-            restart_at: None,
-            blocked: false,
-            line,
-            ready_ms: 0,
-            request_limit: None,
-            age_limit: None,
-            rss: None,
-            next: None,
-            kill_reason: None,
-            last_restart: None,
-            recycle_hold: None,
-        });
+        self.slots.push(Slot::new(i, 1, line, now));
         tracing::info!(worker = i + 1, workers = i + 1, "SIGTTIN: adding a worker");
         if let Err(e) = self.spawn(i) {
             tracing::error!(error = %e, "SIGTTIN: cannot start a worker");
@@ -1536,22 +1515,28 @@ impl<'a> Master<'a> {
         }
     }
 
+    /// Takes a connection off the PROXY-header wait. Registered here, its descriptor must
+    /// leave this epoll before it goes to a worker.
+    fn stop_peeking(&mut self, key: usize) -> Queued {
+        let mut p = self.peeking.remove(key);
+        let _ = self.poll.registry().deregister(&mut p.conn.stream);
+        p.conn
+    }
+
     /// More bytes arrived on a connection waiting for its PROXY header.
     fn peeked(&mut self, key: usize) {
-        let Some(p) = self.peeking.get_mut(key) else {
+        let Some(p) = self.peeking.get(key) else {
             return;
         };
         let client = match peek_client(&p.conn.stream) {
             None => return,
             Some(client) => client,
         };
-        let mut p = self.peeking.remove(key);
-        // Registered here, the descriptor must leave this epoll before it goes to a worker.
-        let _ = self.poll.registry().deregister(&mut p.conn.stream);
+        let mut conn = self.stop_peeking(key);
         if let Some(client) = client {
-            p.conn.client = client;
+            conn.client = client;
         }
-        self.enqueue(p.conn);
+        self.enqueue(conn);
     }
 
     /// Hands the queue to the workers, oldest first, for as long as one can take a connection.
@@ -1758,9 +1743,8 @@ impl<'a> Master<'a> {
         // Connections accepted but not yet handed over are served if a worker can take them.
         let waiting: Vec<usize> = self.peeking.iter().map(|(k, _)| k).collect();
         for key in waiting {
-            let mut p = self.peeking.remove(key);
-            let _ = self.poll.registry().deregister(&mut p.conn.stream);
-            self.queue.push_back(p.conn);
+            let conn = self.stop_peeking(key);
+            self.queue.push_back(conn);
         }
         self.dispatch();
         while let Some(q) = self.queue.pop_front() {
@@ -1995,9 +1979,8 @@ impl<'a> Master<'a> {
         for key in late {
             // No PROXY header in time: balance on the proxy's address; the worker's own
             // header timeout decides the connection's fate.
-            let mut p = self.peeking.remove(key);
-            let _ = self.poll.registry().deregister(&mut p.conn.stream);
-            self.enqueue(p.conn);
+            let conn = self.stop_peeking(key);
+            self.enqueue(conn);
         }
         let expired: Vec<usize> = self
             .lingering

@@ -5,19 +5,17 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
     self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::unistd::{ForkResult, Pid};
 
+use super::shm::SharedWords;
 use crate::error::Error;
 
 /// Threads of the calling process, from `/proc/self/status`.
@@ -261,13 +259,17 @@ pub(crate) const LABEL_BYTES: usize = LOAD_SLOT_BYTES - WORD_LABEL * 8;
 /// Milliseconds on `CLOCK_MONOTONIC`, which every process of the machine shares, so a
 /// worker's timestamp means the same to its master. Never 0 (0 means "never" on the board).
 pub(crate) fn monotonic_ms() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(1, |t| {
-            (t.tv_sec() as u64)
-                .saturating_mul(1000)
-                .saturating_add(t.tv_nsec() as u64 / 1_000_000)
-        })
-        .max(1)
+    (monotonic_ns() / 1_000_000).max(1)
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC` (0 if the clock cannot be read).
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
+    })
 }
 
 /// Memory shared by the master and every worker (mapped before the first fork), one cache
@@ -284,47 +286,27 @@ pub(crate) fn monotonic_ms() -> u64 {
 /// system call or a wakeup on either side. (The label's words are read one by one, so a
 /// label read while it changes may mix two requests; it only ever goes to a log line.)
 pub(crate) struct LoadBoard {
-    base: NonNull<u8>,
+    shm: SharedWords,
     slots: usize,
 }
 
+/// Words of one line.
+const LINE_WORDS: usize = LOAD_SLOT_BYTES / 8;
+
 impl LoadBoard {
     pub(crate) fn new(slots: usize) -> io::Result<LoadBoard> {
-        let len = NonZeroUsize::new(slots.max(1) * LOAD_SLOT_BYTES)
-            .ok_or_else(|| io::Error::other("empty load board"))?;
-        // SAFETY: a fresh anonymous mapping at an address the kernel picks: it aliases no
-        // Rust object. It is zero-filled and page-aligned, which `word` relies on.
-        let ptr = unsafe {
-            mman::mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }
-        .map_err(io::Error::from)?;
+        // The mapping is page-aligned, so each line is a cache line of its own.
         Ok(LoadBoard {
-            base: ptr.cast(),
+            shm: SharedWords::new(slots.max(1) * LINE_WORDS)?,
             slots: slots.max(1),
         })
     }
 
     fn word(&self, slot: usize, word: usize) -> Option<&AtomicU64> {
-        if slot >= self.slots || word >= LOAD_SLOT_BYTES / 8 {
+        if slot >= self.slots || word >= LINE_WORDS {
             return None;
         }
-        // SAFETY: `slot * LOAD_SLOT_BYTES + word * 8 + 8` is within the mapping, which lives
-        // as long as `self`; the offset is a multiple of 8 from a page-aligned base, so the
-        // word is aligned for `AtomicU64`; every bit pattern (zero-filled at first) is a valid
-        // `AtomicU64`, and the word is only ever accessed atomically, by this process or by
-        // the forked ones sharing the mapping.
-        Some(unsafe {
-            &*self
-                .base
-                .as_ptr()
-                .add(slot * LOAD_SLOT_BYTES + word * 8)
-                .cast::<AtomicU64>()
-        })
+        self.shm.words().get(slot * LINE_WORDS + word)
     }
 
     /// Clears a line before a new process gets it.
@@ -399,14 +381,6 @@ impl LoadBoard {
         }
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         Some((at, String::from_utf8_lossy(&bytes[..end]).into_owned()))
-    }
-}
-
-impl Drop for LoadBoard {
-    fn drop(&mut self) {
-        // SAFETY: `base` and the length are exactly the mapping made in `new`, and no
-        // reference into it outlives `self` (`slot` borrows `self`).
-        let _ = unsafe { mman::munmap(self.base.cast(), self.slots * LOAD_SLOT_BYTES) };
     }
 }
 
